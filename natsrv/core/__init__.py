@@ -1,0 +1,1 @@
+"""Sans-IO server behaviour: (message, five_tuple, now) -> effects."""

@@ -1,0 +1,1 @@
+"""The trio shell: sockets, timers and tasks around the sans-IO core."""
