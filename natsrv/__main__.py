@@ -1,0 +1,7 @@
+"""``python -m natsrv``: the same as the ``natsrv`` command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,190 @@
+"""``serve(config)``: bind every listener, answer STUN (and TURN when configured).
+
+Readiness is reported with ``task_status.started(ServerInfo)`` so tests and the CLI can
+``await nursery.start(serve, config)`` and learn the bound addresses (port 0 picks a free
+port; the alternate endpoints then reuse the primary's port number).
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import ssl
+from dataclasses import dataclass, field
+
+import trio
+
+from ..config import Config
+from ..core.binding import BindingConfig, BindingService
+from ..metrics import Metrics
+from ..stun.attributes import ErrorCodeValue
+from ..stun.constants import Attr, MessageClass, Method
+from ..stun.errors import ParseError
+from ..stun.message import decode_untrusted, encode_message
+from .tcp import StreamConnection, serve_stream
+from .udp import bind_udp, local_address, serve_udp
+
+log = logging.getLogger("natsrv")
+
+Address = tuple[str, int]
+
+
+@dataclass
+class ServerInfo:
+    """What ``serve`` bound: the primary endpoint first in each list."""
+
+    udp: list[Address] = field(default_factory=list)
+    tcp: list[Address] = field(default_factory=list)
+    tls: list[Address] = field(default_factory=list)
+    relay: list[Address] = field(default_factory=list)
+    metrics: Metrics = field(default_factory=Metrics)
+
+    @property
+    def primary(self) -> Address:
+        return self.udp[0] if self.udp else self.tcp[0]
+
+
+def _bind_group(ip: str, port: int, alt_ip: str | None, alt_port: int | None
+                ) -> tuple[list[socket.socket], int, int | None]:
+    """Bind the UDP sockets for one listen address and its alternates, resolving port 0."""
+    socks: list[socket.socket] = []
+    try:
+        first = bind_udp(ip, port)
+        socks.append(first)
+        port = local_address(first)[1]
+        if alt_port == 0:
+            probe = bind_udp(ip, 0)
+            socks.append(probe)
+            alt_port = local_address(probe)[1]
+        elif alt_port is not None:
+            socks.append(bind_udp(ip, alt_port))
+        if alt_ip is not None:
+            socks.append(bind_udp(alt_ip, port))
+            if alt_port is not None:
+                socks.append(bind_udp(alt_ip, alt_port))
+    except BaseException:
+        for s in socks:
+            s.close()
+        raise
+    return socks, port, alt_port
+
+
+def make_stun_handler(binding: BindingService):
+    """The UDP datagram handler for a STUN-only listener."""
+    answer = binding.answer
+    software = binding.config.software
+
+    def handle(data: bytes, src: Address, local: Address):
+        if len(data) >= 20 and data[0] == 0 and data[1] == 1:
+            return answer(data, src, local)
+        msg = decode_untrusted(data)
+        if msg.cls != MessageClass.REQUEST or msg.method == Method.BINDING:
+            return None
+        # A TURN (or unknown) method on a server without TURN: a small 400.
+        attrs: list[tuple[int, object]] = [
+            (Attr.ERROR_CODE, ErrorCodeValue(400, "Bad Request: method not served here"))
+        ]
+        if software:
+            attrs.append((Attr.SOFTWARE, software))
+        out = encode_message(msg.method, MessageClass.ERROR, msg.transaction_id, attrs,
+                             cookie=msg.cookie, fingerprint=True)
+        return out, src, local
+
+    return handle
+
+
+def make_stream_handler(binding: BindingService):
+    def on_frame(frame: bytes, conn: StreamConnection):
+        if frame[0] >= 0x40:
+            return None  # ChannelData without TURN
+        msg = decode_untrusted(frame)
+        if msg.cls != MessageClass.REQUEST:
+            return None
+        if msg.method != Method.BINDING:
+            attrs: list[tuple[int, object]] = [
+                (Attr.ERROR_CODE, ErrorCodeValue(400, "Bad Request: method not served here"))
+            ]
+            return encode_message(msg.method, MessageClass.ERROR, msg.transaction_id, attrs,
+                                  cookie=msg.cookie, fingerprint=True)
+        return binding.handle(msg, conn.peer, conn.local, udp=False).data
+
+    return on_frame
+
+
+def make_ssl_context(config: Config) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    assert config.tls_cert is not None
+    ctx.load_cert_chain(config.tls_cert, config.tls_key)
+    return ctx
+
+
+async def serve(config: Config, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+    """Run the server until cancelled."""
+    metrics = Metrics()
+    info = ServerInfo(metrics=metrics)
+    udp_socks: list[tuple[socket.socket, object]] = []
+    senders: dict[Address, socket.socket] = {}
+    stream_groups: list[tuple[list[Address], BindingService]] = []
+    try:
+        for index, (ip, port) in enumerate(config.listen):
+            alt_ip = config.alt_ip if index == 0 else None
+            alt_port = config.alt_port if index == 0 else None
+            socks, port, alt_port = _bind_group(ip, port, alt_ip, alt_port)
+            if not config.udp:
+                for s in socks:
+                    s.close()
+                socks = []
+            binding = BindingService(
+                BindingConfig((ip, port), alt_ip, alt_port, config.software,
+                              config.mapped_address)
+            )
+            handler = make_stun_handler(binding)
+            for s in socks:
+                addr = local_address(s)
+                senders[addr] = s
+                udp_socks.append((s, handler))
+                info.udp.append(addr)
+            endpoints = BindingConfig((ip, port), alt_ip, alt_port).endpoints()
+            stream_groups.append((endpoints, binding))
+    except OSError as exc:
+        for s, _ in udp_socks:
+            s.close()
+        raise OSError(exc.errno, f"cannot bind: {exc.strerror}") from None
+
+    ssl_context = make_ssl_context(config) if config.tls_enabled else None
+    try:
+        async with trio.open_nursery() as nursery:
+            for s, handler in udp_socks:
+                nursery.start_soon(serve_udp, s, handler, senders, metrics)
+                log.info("listening on udp %s:%d", *local_address(s))
+            if config.tcp or ssl_context is not None:
+                for endpoints, binding in stream_groups:
+                    on_frame = make_stream_handler(binding)
+                    plans: list[tuple[Address, ssl.SSLContext | None, list[Address]]] = []
+                    if config.tcp:
+                        plans += [(ep, None, info.tcp) for ep in endpoints]
+                    if ssl_context is not None:
+                        tls_port = config.tls_port if config.tls_port is not None else 5349
+                        plans.append(((endpoints[0][0], tls_port), ssl_context, info.tls))
+                    for (ip, port), ctx, record in plans:
+                        listeners = await trio.open_tcp_listeners(port, host=ip)
+                        for listener in listeners:
+                            addr = local_address(listener.socket)
+                            record.append(addr)
+                            log.info("listening on %s %s:%d", "tls" if ctx else "tcp", *addr)
+                            nursery.start_soon(
+                                lambda lst=listener, c=ctx, h=on_frame: serve_stream(
+                                    lst, h, metrics=metrics,
+                                    idle_timeout=config.tcp_idle_timeout,
+                                    max_connections=config.tcp_max_connections,
+                                    max_frame=config.max_message_size, ssl_context=c,
+                                )
+                            )
+            task_status.started(info)
+    finally:
+        for s, _ in udp_socks:
+            s.close()
+
+
+__all__ = ["ParseError", "ServerInfo", "serve"]
