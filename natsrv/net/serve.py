@@ -153,6 +153,7 @@ async def serve(config: Config, *, task_status=trio.TASK_STATUS_IGNORED) -> None
         raise OSError(exc.errno, f"cannot bind: {exc.strerror}") from None
 
     ssl_context = make_ssl_context(config) if config.tls_enabled else None
+    stream_listeners: list[trio.SocketListener] = []
     try:
         async with trio.open_nursery() as nursery:
             for s, handler in udp_socks:
@@ -169,6 +170,7 @@ async def serve(config: Config, *, task_status=trio.TASK_STATUS_IGNORED) -> None
                         plans.append(((endpoints[0][0], tls_port), ssl_context, info.tls))
                     for (ip, port), ctx, record in plans:
                         listeners = await trio.open_tcp_listeners(port, host=ip)
+                        stream_listeners.extend(listeners)
                         for listener in listeners:
                             addr = local_address(listener.socket)
                             record.append(addr)
@@ -185,6 +187,8 @@ async def serve(config: Config, *, task_status=trio.TASK_STATUS_IGNORED) -> None
     finally:
         for s, _ in udp_socks:
             s.close()
+        for listener in stream_listeners:
+            listener.socket.close()
 
 
 __all__ = ["ParseError", "ServerInfo", "serve"]
