@@ -1,0 +1,270 @@
+"""Where long-term credentials come from: the key for a USERNAME in a REALM.
+
+RFC 8489 §9.2.2 (RFC 5389 §15.4): the long-term key is
+MD5(username ":" realm ":" password), or SHA-256 of the same string when the client
+chose PASSWORD-ALGORITHM SHA-256 (RFC 8489 §14.12, §18.5). A ``CredentialStore`` turns
+(username, realm, now, algorithm) into that key, or None when the user is unknown, the
+credential expired or the algorithm is not one the store can serve. Stores never see a
+message and never read the clock.
+
+Implementations:
+
+* ``StaticUsers({name: password})``: ``--user NAME:PASSWORD``.
+* ``RestSecret(secret)``: the TURN REST API (draft-uberti-behave-turn-rest-00 §2.2), as
+  coturn's ``use-auth-secret``: the username is ``EXPIRY[:USER]`` with EXPIRY a unix
+  time in seconds, the password ``base64(HMAC-SHA1(secret, username))``. Older secrets
+  can be kept during a rotation (``previous=``); ``keys_for`` then yields one key each.
+* ``ChainedStore(*stores)``: the first store that knows the username.
+
+Passwords are hashed as the UTF-8 of the string given ("SASLprep-lite": no mapping or
+normalisation). RFC 8489 asks for OpaqueString (RFC 8265) processing, but libwebrtc and
+coturn hash the bytes as typed; for ASCII passwords, which include every REST password
+(base64), the two are the same. A non-ASCII password must be configured in the form
+clients send (normally NFC).
+
+Secrets, passwords and keys never appear in a repr, a log line or an exception message.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+from collections.abc import Mapping, Sequence
+from typing import Protocol, runtime_checkable
+
+from ..stun.constants import PASSWORD_ALGORITHM_MD5, PASSWORD_ALGORITHM_SHA256
+
+MD5 = PASSWORD_ALGORITHM_MD5
+SHA256 = PASSWORD_ALGORITHM_SHA256
+
+#: Every PASSWORD-ALGORITHM this module can derive keys for (RFC 8489 §18.5).
+ALL_ALGORITHMS: frozenset[int] = frozenset({MD5, SHA256})
+
+#: Digits accepted in a REST username's EXPIRY: enough for any real date.
+_MAX_EXPIRY_DIGITS = 15
+
+
+@runtime_checkable
+class CredentialStore(Protocol):
+    """A source of long-term keys (RFC 8489 §9.2.2)."""
+
+    @property
+    def algorithms(self) -> frozenset[int]:
+        """The PASSWORD-ALGORITHM values this store derives keys for; the server should
+        advertise only these in PASSWORD-ALGORITHMS."""
+        ...
+
+    def key_for(self, username: str, realm: str, now: float, algorithm: int = MD5) -> bytes | None:
+        """The long-term key, or None: unknown user, expired, or algorithm not served.
+        Never raises for any username (it is attacker input)."""
+        ...
+
+    def keys_for(
+        self, username: str, realm: str, now: float, algorithm: int = MD5
+    ) -> tuple[bytes, ...]:
+        """Every key that may be right (several while a REST secret is rotated); the
+        caller accepts the message if its MESSAGE-INTEGRITY verifies with any of them.
+        ``key_for`` is the first of these."""
+        ...
+
+
+def _utf8(text: str) -> bytes | None:
+    # surrogateescape gives back the wire bytes of a username the codec decoded that way;
+    # other lone surrogates cannot have come off the wire and name nobody.
+    try:
+        return text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return None
+
+
+def password_key(username: str, realm: str, password: str, algorithm: int = MD5) -> bytes | None:
+    """RFC 8489 §9.2.2: H(username ":" realm ":" password) with H = MD5 or SHA-256.
+
+    None if the text cannot be encoded; ``ValueError`` for an unknown algorithm.
+    """
+    data = _utf8(f"{username}:{realm}:{password}")
+    if data is None:
+        return None
+    if algorithm == MD5:
+        return hashlib.md5(data, usedforsecurity=False).digest()
+    if algorithm == SHA256:
+        return hashlib.sha256(data).digest()
+    raise ValueError(f"unknown password algorithm {algorithm:#06x}")
+
+
+class StaticUsers:
+    """Users and passwords fixed in the configuration (``--user NAME:PASSWORD``)."""
+
+    __slots__ = ("_passwords",)
+
+    def __init__(self, users: Mapping[str, str]) -> None:
+        self._passwords: dict[str, str] = dict(users)
+
+    def __repr__(self) -> str:
+        return f"StaticUsers(<{len(self._passwords)} users>)"
+
+    def __len__(self) -> int:
+        return len(self._passwords)
+
+    @property
+    def algorithms(self) -> frozenset[int]:
+        return ALL_ALGORITHMS
+
+    def key_for(self, username: str, realm: str, now: float, algorithm: int = MD5) -> bytes | None:
+        if algorithm not in ALL_ALGORITHMS:
+            return None
+        password = self._passwords.get(username)
+        if password is None:
+            return None
+        return password_key(username, realm, password, algorithm)
+
+    def keys_for(
+        self, username: str, realm: str, now: float, algorithm: int = MD5
+    ) -> tuple[bytes, ...]:
+        key = self.key_for(username, realm, now, algorithm)
+        return () if key is None else (key,)
+
+
+def _secret_bytes(secret: str | bytes) -> bytes:
+    data = secret.encode("utf-8") if isinstance(secret, str) else bytes(secret)
+    if not data:
+        raise ValueError("the REST shared secret is empty")
+    return data
+
+
+def rest_password(secret: str | bytes, username: str) -> str | None:
+    """TURN REST password: base64(HMAC-SHA1(secret, username)); None if the username
+    cannot be encoded."""
+    data = _utf8(username)
+    if data is None:
+        return None
+    digest = hmac.new(_secret_bytes(secret), data, hashlib.sha1).digest()
+    return base64.b64encode(digest).decode("ascii")
+
+
+def rest_expiry_untrusted(username: str) -> int | None:
+    """The EXPIRY of a TURN REST username ``EXPIRY[:USER]``, or None if malformed.
+
+    Only ASCII digits (``int()`` alone would take spaces, signs, underscores and
+    non-ASCII digits), at most 15 of them.
+    """
+    head = username.partition(":")[0]
+    if not 0 < len(head) <= _MAX_EXPIRY_DIGITS or not head.isascii() or not head.isdigit():
+        return None
+    return int(head)
+
+
+def rest_credentials(
+    secret: str | bytes, user: str | None, ttl: float, now: float
+) -> tuple[str, str]:
+    """A TURN REST (username, password) valid for ``ttl`` seconds from ``now`` (unix
+    time): username ``EXPIRY`` or ``EXPIRY:USER``, EXPIRY = floor(now + ttl)."""
+    if not ttl > 0:
+        raise ValueError("ttl must be a positive number of seconds")
+    expiry = int(now + ttl)
+    username = f"{expiry}:{user}" if user else str(expiry)
+    password = rest_password(secret, username)
+    if password is None:
+        raise ValueError("the user name cannot be encoded as UTF-8")
+    return username, password
+
+
+class RestSecret:
+    """Time-limited credentials from a shared secret (TURN REST API).
+
+    A username is accepted until its EXPIRY has passed (EXPIRY < now means expired).
+    ``max_ttl``, if set, also refuses usernames expiring more than that many seconds
+    after ``now``, so a web service minting year-long credentials is caught.
+    ``previous`` holds secrets being rotated out; ``key_for`` uses only ``secret``.
+    """
+
+    __slots__ = ("_secrets", "max_ttl")
+
+    def __init__(
+        self,
+        secret: str | bytes,
+        *,
+        previous: Sequence[str | bytes] = (),
+        max_ttl: float | None = None,
+    ) -> None:
+        self._secrets: tuple[bytes, ...] = tuple(_secret_bytes(s) for s in (secret, *previous))
+        if max_ttl is not None and not max_ttl > 0:
+            raise ValueError("max_ttl must be a positive number of seconds")
+        self.max_ttl = max_ttl
+
+    def __repr__(self) -> str:
+        return f"RestSecret(<{len(self._secrets)} secrets>, max_ttl={self.max_ttl!r})"
+
+    @property
+    def algorithms(self) -> frozenset[int]:
+        return ALL_ALGORITHMS
+
+    def key_for(self, username: str, realm: str, now: float, algorithm: int = MD5) -> bytes | None:
+        keys = self._keys(username, realm, now, algorithm, self._secrets[:1])
+        return keys[0] if keys else None
+
+    def keys_for(
+        self, username: str, realm: str, now: float, algorithm: int = MD5
+    ) -> tuple[bytes, ...]:
+        return self._keys(username, realm, now, algorithm, self._secrets)
+
+    def _keys(
+        self,
+        username: str,
+        realm: str,
+        now: float,
+        algorithm: int,
+        secrets: tuple[bytes, ...],
+    ) -> tuple[bytes, ...]:
+        if algorithm not in ALL_ALGORITHMS:
+            return ()
+        expiry = rest_expiry_untrusted(username)
+        if expiry is None or not expiry >= now:
+            return ()
+        if self.max_ttl is not None and not expiry - now <= self.max_ttl:
+            return ()
+        keys = []
+        for secret in secrets:
+            password = rest_password(secret, username)
+            key = None if password is None else password_key(username, realm, password, algorithm)
+            if key is not None:
+                keys.append(key)
+        return tuple(keys)
+
+
+class ChainedStore:
+    """Several stores in order: ``key_for`` answers from the first that knows the user.
+
+    ``algorithms`` is what every store serves, so an advertised algorithm works for
+    every user. Two stores that both accept a username shadow each other in
+    ``key_for``; ``keys_for`` returns the keys of all of them.
+    """
+
+    __slots__ = ("stores",)
+
+    def __init__(self, *stores: CredentialStore) -> None:
+        self.stores: tuple[CredentialStore, ...] = stores
+
+    def __repr__(self) -> str:
+        return f"ChainedStore({', '.join(map(repr, self.stores))})"
+
+    @property
+    def algorithms(self) -> frozenset[int]:
+        if not self.stores:
+            return frozenset()
+        return frozenset.intersection(*(store.algorithms for store in self.stores))
+
+    def key_for(self, username: str, realm: str, now: float, algorithm: int = MD5) -> bytes | None:
+        for store in self.stores:
+            key = store.key_for(username, realm, now, algorithm)
+            if key is not None:
+                return key
+        return None
+
+    def keys_for(
+        self, username: str, realm: str, now: float, algorithm: int = MD5
+    ) -> tuple[bytes, ...]:
+        return tuple(
+            key for store in self.stores for key in store.keys_for(username, realm, now, algorithm)
+        )

@@ -1,0 +1,155 @@
+"""Stateless nonces for the long-term credential mechanism.
+
+RFC 8489 §9.2: the server hands out a NONCE with its 401 and answers 438 (Stale Nonce)
+to a request whose nonce is no longer valid (§9.2.4); a nonce is made of qdtext and is
+fewer than 128 characters (§14.10). Like
+trio's DTLS cookies (``trio/_dtls.py``), a nonce here is an HMAC over the time it was
+issued and the client's IP address, so checking it needs no per-client state: a flood
+of unauthenticated requests costs no memory.
+
+Layout (ASCII, 45 characters with the cookie, 32 without)::
+
+    [ "obMatJos2" + base64(security features, 24 bits) ]     nonce cookie, RFC 8489 §9.2
+    base64url( issued (8 bytes, signed, unix seconds)
+               || HMAC-SHA256(key, label || cookie || issued || client IP)[:16] )
+
+The nonce cookie advertises the STUN Security Features (RFC 8489 §18.1). Bits are
+numbered from the least significant (verified erratum 6290; the Appendix B.1 vector's
+cookie ``obMatJos2AAAC`` is bit 1, username anonymity), so "password algorithms" is
+0x000001 and the default cookie is ``obMatJos2AAAB``. It
+is covered by the HMAC, so a man in the middle cannot strip it to bid the client down
+to MD5 without the nonce turning "invalid". Pass ``security_features=None`` for a plain
+RFC 5389 nonce.
+
+Times are whole seconds (``issued = floor(now)``), so a nonce is "ok" for between
+``lifetime - 1`` and ``lifetime`` seconds. ``now`` must be the same clock wherever the
+key is shared: wall-clock time if several worker processes share a key.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import math
+import re
+import secrets
+import struct
+from dataclasses import dataclass, field
+from enum import IntFlag
+from ipaddress import IPv4Address, IPv6Address
+from typing import Literal, TypeAlias
+
+from .policy import canonical_peer
+
+NonceStatus: TypeAlias = Literal["ok", "stale", "invalid"]
+ClientAddress: TypeAlias = "str | IPv4Address | IPv6Address | tuple[str, int]"
+
+#: RFC 8489 §9.2: a nonce starting with this, then 4 base64 characters, is a cookie.
+NONCE_COOKIE = "obMatJos2"
+#: RFC 8489 §14.10: the NONCE attribute holds fewer than 128 characters.
+MAX_NONCE_LENGTH = 127
+
+_LABEL = b"natsrv nonce v1\x00"
+_ISSUED = struct.Struct(">q")
+_TAG_BYTES = 16
+_BODY_CHARS = 32  # base64 of 8 + 16 bytes, no padding needed
+_BODY = re.compile(r"[A-Za-z0-9_-]{32}")
+_MIN_KEY_BYTES = 16
+
+
+class SecurityFeature(IntFlag):
+    """STUN Security Features (RFC 8489 §18.1, erratum 6290): 24 bits, bit 0 the least
+    significant."""
+
+    PASSWORD_ALGORITHMS = 0x000001  #: bit 0: PASSWORD-ALGORITHMS / -ALGORITHM (§9.2.3)
+    USERNAME_ANONYMITY = 0x000002  #: bit 1: USERHASH (§14.4)
+
+
+def nonce_cookie(features: int) -> str:
+    """``obMatJos2`` + the 4-character base64 of the 24-bit features (RFC 8489 §9.2)."""
+    if not 0 <= features <= 0xFFFFFF:
+        raise ValueError("security features are 24 bits")
+    return NONCE_COOKIE + base64.b64encode(features.to_bytes(3, "big")).decode("ascii")
+
+
+def _client_ip(client_addr: ClientAddress) -> bytes:
+    """Packed canonical IP (an IPv4-mapped IPv6 client is the IPv4 client)."""
+    host = client_addr[0] if isinstance(client_addr, tuple) else client_addr
+    return canonical_peer(host).packed
+
+
+@dataclass(frozen=True, eq=False)
+class NonceFactory:
+    """Issues and checks stateless nonces; see the module docstring.
+
+    ``key`` (at least 16 bytes; 32 random bytes by default) must stay secret and is
+    kept out of the repr. Share one factory, or one key, between everything that must
+    accept the same nonces.
+    """
+
+    key: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
+    lifetime: float = 600.0
+    security_features: int | None = field(default=SecurityFeature.PASSWORD_ALGORITHMS, kw_only=True)
+    cookie: str = field(init=False)
+    _mac: hmac.HMAC = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if len(self.key) < _MIN_KEY_BYTES:
+            raise ValueError(f"nonce key must be at least {_MIN_KEY_BYTES} bytes")
+        if not (math.isfinite(self.lifetime) and self.lifetime > 0):
+            raise ValueError("nonce lifetime must be a positive number of seconds")
+        features = self.security_features
+        cookie = "" if features is None else nonce_cookie(features)
+        object.__setattr__(self, "cookie", cookie)
+        mac = hmac.new(self.key, _LABEL + cookie.encode("ascii"), hashlib.sha256)
+        object.__setattr__(self, "_mac", mac)
+
+    @property
+    def nonce_length(self) -> int:
+        return len(self.cookie) + _BODY_CHARS
+
+    def _tag(self, issued: bytes, ip: bytes) -> bytes:
+        mac = self._mac.copy()
+        mac.update(issued)
+        mac.update(ip)
+        return mac.digest()[:_TAG_BYTES]
+
+    def issue(self, client_addr: ClientAddress, now: float) -> str:
+        """A fresh nonce for this client IP. ``ValueError`` if the address is not an IP
+        or ``now`` is not a finite time."""
+        if not math.isfinite(now):
+            raise ValueError("now must be a finite time")
+        try:
+            issued = _ISSUED.pack(math.floor(now))
+        except struct.error:
+            raise ValueError("now is out of range") from None
+        body = issued + self._tag(issued, _client_ip(client_addr))
+        return self.cookie + base64.urlsafe_b64encode(body).decode("ascii")
+
+    def check(self, nonce: object, client_addr: ClientAddress, now: float) -> NonceStatus:
+        """ "ok", "stale" (authentic but expired: answer 438) or "invalid" (not ours,
+        tampered, malformed or issued to another IP: answer 401 with a fresh nonce).
+        Never raises."""
+        if not isinstance(nonce, str) or len(nonce) != self.nonce_length:
+            return "invalid"
+        cookie = self.cookie
+        if not nonce.startswith(cookie):
+            return "invalid"
+        body = nonce[len(cookie) :]
+        if _BODY.fullmatch(body) is None:
+            return "invalid"
+        raw = base64.urlsafe_b64decode(body)
+        issued, tag = raw[: _ISSUED.size], raw[_ISSUED.size :]
+        try:
+            ip = _client_ip(client_addr)
+        except (ValueError, TypeError, IndexError):
+            return "invalid"
+        if not hmac.compare_digest(tag, self._tag(issued, ip)):
+            return "invalid"
+        age = now - _ISSUED.unpack(issued)[0]
+        # A nonce from the future (the clock stepped back) is stale, not ok: its
+        # lifetime would otherwise stretch by the size of the step.
+        if 0 <= age < self.lifetime:
+            return "ok"
+        return "stale"
