@@ -136,6 +136,14 @@ class BindingService:
         self._software = (
             self._attr(Attr.SOFTWARE, config.software) if config.software is not None else b""
         )
+        # RFC 3489 has no padding rule: its parsers step by the length field, so the
+        # SERVER/SOFTWARE text of a classic response is space-filled to a multiple of 4.
+        software = config.software or ""
+        self._software_classic = (
+            self._attr(Attr.SOFTWARE, software + " " * (-len(software.encode()) % 4))
+            if config.software
+            else b""
+        )
 
     @staticmethod
     def _attr(attr_type: int, value: object) -> bytes:
@@ -258,7 +266,7 @@ class BindingService:
             other = cfg.other(local)
             if other is not None:
                 attrs.append((Attr.CHANGED_ADDRESS, other))
-        tail = self._tail(local, via) if msg.cookie else self._software
+        tail = self._tail(local, via) if msg.cookie else self._software_classic
         padding = msg.get(Attr.PADDING)
         out = encode_message(Method.BINDING, MessageClass.SUCCESS, msg.transaction_id, attrs,
                              cookie=msg.cookie)

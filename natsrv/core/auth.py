@@ -1,0 +1,256 @@
+"""Long-term credential authentication of TURN requests, and the 401 rate limiter.
+
+RFC 8489 §9.2.4 (the server's checks, in this order):
+
+1. no MESSAGE-INTEGRITY(-SHA256) -> 401 with REALM, NONCE (and PASSWORD-ALGORITHMS);
+2. MESSAGE-INTEGRITY present but USERNAME (or USERHASH), REALM or NONCE missing -> 400;
+3. the nonce carries the security-feature cookie with "password algorithms" set:
+   neither PASSWORD-ALGORITHM nor PASSWORD-ALGORITHMS -> MD5; otherwise both must be
+   present, PASSWORD-ALGORITHMS must equal what this server advertises and
+   PASSWORD-ALGORITHM must be one of them, else 400;
+4. unknown username (or a REALM not ours) -> 401;
+5. MESSAGE-INTEGRITY-SHA256 if present, else MESSAGE-INTEGRITY, is checked with the key
+   of the chosen password algorithm (§9.2.2: MD5 or SHA-256 of
+   ``username:realm:password``) -> 401 if wrong;
+6. the nonce is stale (or not ours, e.g. issued before a restart) -> 438 with a fresh
+   NONCE, REALM and PASSWORD-ALGORITHMS.
+
+Responses to an authenticated request carry MESSAGE-INTEGRITY-SHA256 when the request
+used it or named a password algorithm, MESSAGE-INTEGRITY when the request used it (a
+request carrying both gets both), each with the key that verified the request (§9.2.4,
+last paragraph). The key follows PASSWORD-ALGORITHM, not the HMAC: a SHA-256 password
+algorithm means a SHA-256 key even under MESSAGE-INTEGRITY, and MESSAGE-INTEGRITY-SHA256
+without PASSWORD-ALGORITHM is keyed with the MD5 key, as §14.6 and §9.2.2 say.
+
+Nonces are stateless HMACs (``nonce.NonceFactory``): nothing is stored for a client
+until a request authenticates. USERHASH (§14.4) is not supported: the server does not
+set the "username anonymity" bit, and a request with only USERHASH gets 401.
+
+``ChallengeLimiter`` bounds how many answers unauthenticated requests get per source IP
+(a token bucket per IP in a bounded table, plus a global bucket), so the server is a
+poor reflector (RFC 8489 §16.1.4, RFC 8656 §21.1.6); requests over the limit are
+dropped without an answer.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+from ..stun.attributes import Address, PasswordAlgorithm
+from ..stun.constants import Attr
+from ..stun.errors import BadRequest, StaleNonce, Unauthorized
+from ..stun.message import Message, verify_integrity, verify_integrity_sha256
+from .credentials import MD5, SHA256, CredentialStore
+from .nonce import NONCE_COOKIE, NonceFactory, SecurityFeature
+
+#: Algorithms in the order they are offered in PASSWORD-ALGORITHMS (preferred first).
+ALGORITHM_PREFERENCE = (SHA256, MD5)
+_COOKIE_LENGTH = len(NONCE_COOKIE) + 4
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """Who a request authenticated as, and how to protect the response."""
+
+    username: str
+    realm: str
+    key: bytes  #: long-term key of ``algorithm`` (16 bytes MD5, 32 bytes SHA-256)
+    algorithm: int
+    sha256: bool  #: sign the response with MESSAGE-INTEGRITY-SHA256
+    sha1: bool  #: sign the response with MESSAGE-INTEGRITY
+
+    def encode(self, msg: Message) -> bytes:
+        """``msg`` on the wire with the integrity attributes and FINGERPRINT."""
+        return msg.encode(
+            key=self.key if self.sha1 else None,
+            key_sha256=self.key if self.sha256 else None,
+            fingerprint=True,
+        )
+
+
+class Challenge(Unauthorized):
+    """401 before authentication; ``attributes`` are REALM, NONCE (+ algorithms).
+    ``failed`` tells credentials that did not verify from a first, unsigned request
+    (for counters only: both get the same answer)."""
+
+    def __init__(self, attributes: list[tuple[int, Any]], *, failed: bool = False) -> None:
+        super().__init__()
+        self.attributes = attributes
+        self.failed = failed
+
+
+class StaleChallenge(StaleNonce):
+    """438 after a request's integrity verified; ``attributes`` carry a fresh NONCE."""
+
+    def __init__(self, attributes: list[tuple[int, Any]]) -> None:
+        super().__init__()
+        self.attributes = attributes
+
+
+def nonce_features(nonce: str) -> int | None:
+    """The security features of a nonce that starts with the RFC 8489 §9.2 cookie."""
+    if len(nonce) < _COOKIE_LENGTH or not nonce.startswith(NONCE_COOKIE):
+        return None
+    try:
+        raw = base64.b64decode(nonce[len(NONCE_COOKIE) : _COOKIE_LENGTH], validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    return int.from_bytes(raw, "big")
+
+
+class Authenticator:
+    """Checks requests against a ``CredentialStore`` in one realm (see module docstring)."""
+
+    __slots__ = ("_advertised", "credentials", "nonces", "realm")
+
+    def __init__(self, realm: str, credentials: CredentialStore, nonces: NonceFactory) -> None:
+        self.realm = realm
+        self.credentials = credentials
+        self.nonces = nonces
+        served = credentials.algorithms
+        features = nonces.security_features or 0
+        advertise = bool(features & SecurityFeature.PASSWORD_ALGORITHMS)
+        self._advertised: tuple[PasswordAlgorithm, ...] = (
+            tuple(PasswordAlgorithm(a) for a in ALGORITHM_PREFERENCE if a in served)
+            if advertise
+            else ()
+        )
+
+    @property
+    def password_algorithms(self) -> tuple[PasswordAlgorithm, ...]:
+        """What 401 and 438 answers list in PASSWORD-ALGORITHMS (empty: not sent)."""
+        return self._advertised
+
+    def challenge_attributes(self, client: Address, now: float) -> list[tuple[int, Any]]:
+        """REALM, a fresh NONCE for this client IP and, if any, PASSWORD-ALGORITHMS."""
+        attrs: list[tuple[int, Any]] = [
+            (Attr.REALM, self.realm),
+            (Attr.NONCE, self.nonces.issue(client, now)),
+        ]
+        if self._advertised:
+            attrs.append((Attr.PASSWORD_ALGORITHMS, self._advertised))
+        return attrs
+
+    def authenticate(self, msg: Message, client: Address, now: float) -> Credentials:
+        """The credentials ``msg`` verified with, or raise ``Challenge`` (401),
+        ``BadRequest`` (400) or ``StaleChallenge`` (438)."""
+        has_sha1 = msg.integrity_offset is not None
+        has_sha256 = msg.integrity_sha256_offset is not None
+        if not (has_sha1 or has_sha256):
+            raise Challenge(self.challenge_attributes(client, now))
+        username = msg.get(Attr.USERNAME)
+        realm = msg.get(Attr.REALM)
+        nonce = msg.get(Attr.NONCE)
+        if (username is None and Attr.USERHASH not in msg) or realm is None or nonce is None:
+            raise BadRequest("USERNAME, REALM and NONCE are required")
+        algorithm = MD5
+        named_algorithm = False
+        features = nonce_features(nonce)
+        if features is not None and features & SecurityFeature.PASSWORD_ALGORITHMS:
+            chosen = msg.get(Attr.PASSWORD_ALGORITHM)
+            offered = msg.get(Attr.PASSWORD_ALGORITHMS)
+            if chosen is not None or offered is not None:
+                if (
+                    chosen is None
+                    or offered is None
+                    or tuple(offered) != self._advertised
+                    or chosen not in offered
+                ):
+                    raise BadRequest("PASSWORD-ALGORITHM(S) do not match")
+                algorithm = chosen.algorithm
+                named_algorithm = True
+        if username is None or realm != self.realm:
+            raise Challenge(self.challenge_attributes(client, now), failed=True)
+        verify = verify_integrity_sha256 if has_sha256 else verify_integrity
+        key = None
+        for candidate in self.credentials.keys_for(username, realm, now, algorithm):
+            if verify(msg, candidate):
+                key = candidate
+                break
+        if key is None:
+            raise Challenge(self.challenge_attributes(client, now), failed=True)
+        if self.nonces.check(nonce, client, now) != "ok":
+            raise StaleChallenge(self.challenge_attributes(client, now))
+        return Credentials(
+            username=username,
+            realm=realm,
+            key=key,
+            algorithm=algorithm,
+            sha256=has_sha256 or named_algorithm,
+            sha1=has_sha1,
+        )
+
+
+class ChallengeLimiter:
+    """How many answers unauthenticated requests may get: ``rate`` per second per
+    source IP (bursts of ``burst``), and ``global_rate`` in total.
+
+    The per-IP table holds at most ``size`` entries; when full, the entry created
+    longest ago is forgotten. A rate of 0 means no limit.
+    """
+
+    __slots__ = ("_global", "_table", "burst", "global_burst", "global_rate", "rate", "size")
+
+    def __init__(
+        self,
+        rate: float,
+        burst: float | None = None,
+        *,
+        size: int = 4096,
+        global_rate: float = 0.0,
+        global_burst: float | None = None,
+    ) -> None:
+        if size < 1:
+            raise ValueError("the limiter table needs at least one entry")
+        self.rate = rate
+        self.burst = burst if burst is not None else max(1.0, rate)
+        self.size = size
+        self.global_rate = global_rate
+        self.global_burst = global_burst if global_burst is not None else max(1.0, global_rate)
+        self._table: OrderedDict[str, list[float]] = OrderedDict()
+        self._global: list[float] | None = None
+
+    def __len__(self) -> int:
+        return len(self._table)
+
+    def allow(self, ip: str, now: float) -> bool:
+        if self.rate > 0:
+            bucket = self._table.get(ip)
+            if bucket is None:
+                if len(self._table) >= self.size:
+                    self._table.popitem(last=False)
+                bucket = self._table[ip] = [self.burst, now]
+            if not _take(bucket, now, self.rate, self.burst):
+                return False
+        if self.global_rate > 0:
+            if self._global is None:
+                self._global = [self.global_burst, now]
+            return _take(self._global, now, self.global_rate, self.global_burst)
+        return True
+
+
+def _take(bucket: list[float], now: float, rate: float, burst: float) -> bool:
+    tokens = bucket[0] + max(0.0, now - bucket[1]) * rate
+    bucket[1] = now
+    if tokens > burst:
+        tokens = burst
+    if tokens < 1.0:
+        bucket[0] = tokens
+        return False
+    bucket[0] = tokens - 1.0
+    return True
+
+
+__all__ = [
+    "ALGORITHM_PREFERENCE",
+    "Authenticator",
+    "Challenge",
+    "ChallengeLimiter",
+    "Credentials",
+    "StaleChallenge",
+    "nonce_features",
+]

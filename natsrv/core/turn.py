@@ -1,0 +1,828 @@
+"""The TURN server, sans-IO: Allocate, Refresh, CreatePermission, ChannelBind, Send,
+and the relay fast paths.
+
+RFC 8656 (TURN; RFC 5766 clients are served by the same rules):
+§5 (general behaviour: 437 without an allocation, 441 for another username, bandwidth
+quotas), §7.2 (Allocate checks in order: 437, REQUESTED-TRANSPORT 400/442,
+DONT-FRAGMENT, RESERVATION-TOKEN 400/508, REQUESTED- and ADDITIONAL-ADDRESS-FAMILY
+400/440, EVEN-PORT 400/508, quotas 486/508; lifetimes), §8 (Refresh, LIFETIME 0 deletes,
+per-family refresh of dual allocations, 443), §9 (permissions per IP, 300 s), §10
+(CreatePermission), §11 (Send and Data indications), §12 (ChannelBind, ChannelData),
+§21 (security: peer policy, no open relay). RFC 8489 §6.3.1 (retransmitted requests get
+the same answer for 40 s), §9.2 (long-term credentials, in ``auth.py``).
+
+``TurnServer.handle(msg, five_tuple, now)`` returns a list of effects (``effects.py``)
+and never raises for a well-formed message: every refusal becomes an error response
+at one boundary. Nothing is stored for a request before it authenticates; answers to
+unauthenticated requests (401, 400, 420) are rate-limited per source IP and carry no
+SOFTWARE, so the server is a poor reflector.
+
+The relay hot path does not build effects: ``channel_to_peer`` and ``peer_to_client``
+are a few dictionary lookups each, checking expiry lazily against ``now``;
+``expire(now)`` reclaims what timed out (one heap entry per allocation and per
+reservation) and ``next_deadline()`` says when to call it next.
+
+Error-code decisions beyond the RFC's letter:
+
+* Too many permissions or channels on one allocation -> 508 (§10.2 and §12.2: "unable
+  to fulfill the request due to some capacity limit"), not 400: the request is valid.
+* Too many allocations for one username -> 486; for the whole server -> 508.
+* A REQUESTED-ADDRESS-FAMILY value that is neither IPv4 nor IPv6 -> 440.
+* A peer the policy refuses -> 403, also when only one of several XOR-PEER-ADDRESS in a
+  CreatePermission is refused (nothing is installed then).
+* A stale or unrecognised nonce on a request whose integrity verified -> 438 (so
+  clients recover after a server restart changed the nonce key).
+* Methods other than the four TURN requests (e.g. RFC 6062 Connect) -> 400.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+import secrets
+import struct
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ..stun.attributes import CODECS, AddressErrorCode, ErrorCodeValue
+from ..stun.constants import (
+    MAGIC_COOKIE_BYTES,
+    REASONS,
+    TRANSPORT_UDP,
+    Attr,
+    MessageClass,
+    Method,
+)
+from ..stun.errors import (
+    AddressFamilyNotSupported,
+    AllocationMismatch,
+    AllocationQuotaReached,
+    BadRequest,
+    Forbidden,
+    InsufficientCapacity,
+    PeerAddressFamilyMismatch,
+    RequestError,
+    UnknownAttribute,
+    UnsupportedTransport,
+    WrongCredentials,
+)
+from ..stun.message import Message, message_type
+from .allocation import (
+    CHANNEL_MAX,
+    CHANNEL_MIN,
+    FAMILY_CODE_OF,
+    FAMILY_CODES,
+    IPV4,
+    IPV6,
+    Allocation,
+    Relay,
+    RelayPorts,
+    Reservation,
+    family_of,
+)
+from .auth import Authenticator, Challenge, ChallengeLimiter, Credentials, StaleChallenge
+from .credentials import CredentialStore
+from .effects import (
+    Address,
+    Effect,
+    FiveTuple,
+    RelayClosed,
+    RelayOpened,
+    RelayOpener,
+    SendToClient,
+    SendToPeer,
+)
+from .nonce import NonceFactory
+from .policy import PeerPolicy
+
+if TYPE_CHECKING:
+    from ..config import Config
+
+_WILDCARDS = ("0.0.0.0", "::")
+_INF = float("inf")
+
+#: Largest payload a Data indication carries: the STUN length field (16 bits) covers
+#: XOR-PEER-ADDRESS (24 bytes for IPv6), the DATA header (4) and padding.
+MAX_DATA_INDICATION_PAYLOAD = 65504
+
+_ATTR = struct.Struct(">HH")
+_DATA_INDICATION_TYPE = message_type(Method.DATA, MessageClass.INDICATION)
+_encode_xor_address = CODECS[Attr.XOR_PEER_ADDRESS][1]
+
+#: Counters kept by ``TurnServer`` (all start at 0).
+COUNTERS = (
+    "allocations_active",
+    "allocations_created",
+    "allocations_deleted",
+    "allocations_expired",
+    "allocations_closed",
+    "reservations_created",
+    "reservations_claimed",
+    "reservations_expired",
+    "auth_challenges",
+    "auth_failures",
+    "stale_nonces",
+    "unauth_dropped",
+    "retransmissions",
+    "policy_refusals",
+    "policy_drops",
+    "permission_drops",
+    "channel_drops",
+    "bandwidth_drops",
+    "no_allocation_drops",
+    "malformed_drops",
+    "oversize_drops",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class TurnSettings:
+    """The TURN part of the configuration, in the core's terms.
+
+    ``relay_ips`` holds at most one address per family; ``external_ip`` is
+    ``(public, private)``: relays bound on ``private`` (or, with ``private`` None, on
+    any address of ``public``'s family) are advertised as ``public``. Times are
+    seconds, ``bandwidth`` bytes per second per allocation (0: no cap) with bursts of
+    ``bandwidth_burst`` bytes (default: max(bandwidth, 65536)); ``unauth_rate`` is
+    answers per second per source IP to unauthenticated requests (0: no limit).
+    """
+
+    realm: str = "natsrv"
+    relay_ips: tuple[str, ...] = ()
+    relay_ports: tuple[int, int] = (49152, 65535)
+    external_ip: tuple[str, str | None] | None = None
+    software: str | None = "natsrv"
+    default_lifetime: float = 600.0
+    max_lifetime: float = 3600.0
+    permission_lifetime: float = 300.0
+    channel_lifetime: float = 600.0
+    reservation_lifetime: float = 30.0
+    transaction_lifetime: float = 40.0
+    max_allocations: int = 10000
+    user_quota: int = 100
+    max_permissions: int = 64
+    max_channels: int = 64
+    bandwidth: int = 0
+    bandwidth_burst: int | None = None
+    unauth_rate: float = 20.0
+    unauth_global_rate: float = 1000.0
+    unauth_table_size: int = 4096
+    #: ``"ipv4"`` (RFC 8656 §7.2) or ``"listener"``: the family of the server address
+    #: the Allocate arrived on, when the request names no family.
+    default_family: str = "ipv4"
+    max_bind_attempts: int = 64
+
+    def __post_init__(self) -> None:
+        if self.default_family not in ("ipv4", "listener"):
+            raise ValueError("default_family must be 'ipv4' or 'listener'")
+        families = [family_of(ip) for ip in self.relay_ips]
+        if len(set(families)) != len(families):
+            raise ValueError("at most one relay address per family")
+
+    @classmethod
+    def from_config(cls, config: Config, *, relay_ips: Sequence[str] | None = None) -> TurnSettings:
+        """Settings from a validated ``Config``. Without ``relay_ips``: ``relay_ip`` if
+        set, else the first specific (non-wildcard) listen address of each family."""
+        if relay_ips is None:
+            candidates = [config.relay_ip] if config.relay_ip else [ip for ip, _ in config.listen]
+            chosen: dict[int, str] = {}
+            for ip in candidates:
+                if ip not in _WILDCARDS:
+                    chosen.setdefault(family_of(ip), ip)
+            relay_ips = tuple(chosen.values())
+        return cls(
+            realm=config.realm,
+            relay_ips=tuple(relay_ips),
+            relay_ports=config.relay_ports,
+            external_ip=config.external_ip,
+            software=config.software,
+            default_lifetime=config.default_lifetime,
+            max_lifetime=config.max_lifetime,
+            permission_lifetime=config.permission_lifetime,
+            channel_lifetime=config.channel_lifetime,
+            max_allocations=config.max_allocations,
+            user_quota=config.user_quota,
+            max_permissions=config.max_permissions,
+            max_channels=config.max_channels,
+            bandwidth=config.bandwidth,
+            unauth_rate=config.unauth_rate,
+            default_family=config.default_family,
+        )
+
+
+def data_indication(peer: Address, data: bytes) -> bytes:
+    """A Data indication carrying ``data`` from ``peer`` (RFC 8656 §11.3): a fresh random
+    transaction ID, XOR-PEER-ADDRESS and DATA. ``ValueError`` if ``data`` is longer
+    than ``MAX_DATA_INDICATION_PAYLOAD``."""
+    if len(data) > MAX_DATA_INDICATION_PAYLOAD:
+        raise ValueError("too much data for one Data indication")
+    xor_key = MAGIC_COOKIE_BYTES + secrets.token_bytes(12)
+    address = _encode_xor_address(peer, xor_key)
+    pad = -len(data) % 4
+    body = b"".join(
+        (
+            _ATTR.pack(Attr.XOR_PEER_ADDRESS, len(address)),
+            address,
+            _ATTR.pack(Attr.DATA, len(data)),
+            data,
+            b"\x00" * pad,
+        )
+    )
+    return _ATTR.pack(_DATA_INDICATION_TYPE, len(body)) + xor_key + body
+
+
+_Handler = Callable[
+    [Message, FiveTuple, Allocation | None, Credentials, float, list[Effect]],
+    list[tuple[int, Any]],
+]
+
+
+class TurnServer:
+    """TURN allocations of one server process (see the module docstring)."""
+
+    def __init__(
+        self,
+        settings: TurnSettings,
+        *,
+        credentials: CredentialStore,
+        nonces: NonceFactory,
+        policy: PeerPolicy,
+        opener: RelayOpener,
+    ) -> None:
+        self.settings = settings
+        self.auth = Authenticator(settings.realm, credentials, nonces)
+        self.policy = policy
+        low, high = settings.relay_ports
+        self.ports = RelayPorts(opener, low, high, settings.max_bind_attempts)
+        self.limiter = ChallengeLimiter(
+            settings.unauth_rate,
+            size=settings.unauth_table_size,
+            global_rate=settings.unauth_global_rate,
+        )
+        #: Every allocation by its 5-tuple.
+        self.allocations: dict[FiveTuple, Allocation] = {}
+        self.counters: dict[str, int] = dict.fromkeys(COUNTERS, 0)
+        self._by_relay: dict[Address, tuple[Allocation, Relay]] = {}
+        self._per_user: dict[str, int] = {}
+        self._heap: list[tuple[float, int, Allocation | Reservation]] = []
+        self._seq = itertools.count()
+        self._peer_ok: dict[Address, bool] = {}
+        self._relay_ips: dict[int, str] = {family_of(ip): ip for ip in settings.relay_ips}
+        self._public_ips: dict[int, str] = {
+            fam: self._advertised_ip(ip) for fam, ip in self._relay_ips.items()
+        }
+        self._rate = float(settings.bandwidth)
+        self._burst = float(
+            settings.bandwidth_burst
+            if settings.bandwidth_burst is not None
+            else max(settings.bandwidth, 65536)
+        )
+        self._handlers: dict[int, _Handler] = {
+            Method.ALLOCATE: self._allocate,
+            Method.REFRESH: self._refresh,
+            Method.CREATE_PERMISSION: self._create_permission,
+            Method.CHANNEL_BIND: self._channel_bind,
+        }
+
+    def _advertised_ip(self, relay_ip: str) -> str:
+        external = self.settings.external_ip
+        if external is not None:
+            public, private = external
+            if private == relay_ip or (
+                private is None and family_of(public) == family_of(relay_ip)
+            ):
+                return public
+        if relay_ip in _WILDCARDS:
+            raise ValueError(f"relay address {relay_ip} needs an external IP to advertise")
+        return relay_ip
+
+    # -- requests and indications ------------------------------------------------------
+    def handle(self, msg: Message, five_tuple: FiveTuple, now: float) -> list[Effect]:
+        """Process one decoded TURN request or indication from the client on
+        ``five_tuple``; return what to do."""
+        effects: list[Effect] = []
+        if not msg.cookie:
+            return effects  # TURN needs RFC 5389 or later: no answer to RFC 3489 messages
+        if msg.cls == MessageClass.INDICATION:
+            if msg.method == Method.SEND:
+                self._send(msg, five_tuple, now, effects)
+            return effects
+        if msg.cls != MessageClass.REQUEST:
+            return effects
+        alloc = self._live(five_tuple, now, effects)
+        if alloc is not None:
+            cached = self._cached(alloc, msg, now)
+            if cached is not None:
+                self.counters["retransmissions"] += 1
+                effects.append(SendToClient(five_tuple, cached))
+                return effects
+        creds: Credentials | None = None
+        try:
+            if msg.unknown_required:
+                raise UnknownAttribute(msg.unknown_required)
+            handler = self._handlers.get(msg.method)
+            if handler is None:
+                raise BadRequest("Unsupported method")
+            creds = self.auth.authenticate(msg, five_tuple[1], now)
+            attrs = handler(msg, five_tuple, alloc, creds, now, effects)
+            response = msg.reply(MessageClass.SUCCESS, attrs)
+        except StaleChallenge as exc:
+            # Integrity verified: the client holds the password, so no rate limit.
+            self.counters["stale_nonces"] += 1
+            effects.append(SendToClient(five_tuple, self._error(msg, exc).encode(fingerprint=True)))
+            return effects
+        except RequestError as exc:
+            self.counters[f"errors_{exc.code}"] = self.counters.get(f"errors_{exc.code}", 0) + 1
+            if creds is None:
+                self._answer_unauthenticated(msg, exc, five_tuple, now, effects)
+                return effects
+            response = self._error(msg, exc)
+        if msg.method in (Method.ALLOCATE, Method.REFRESH) and self.settings.software:
+            response.add(Attr.SOFTWARE, self.settings.software)
+        data = creds.encode(response)
+        self._remember(msg, five_tuple, data, response.cls, now)
+        effects.append(SendToClient(five_tuple, data))
+        return effects
+
+    def _answer_unauthenticated(
+        self,
+        msg: Message,
+        exc: RequestError,
+        five_tuple: FiveTuple,
+        now: float,
+        effects: list[Effect],
+    ) -> None:
+        if not self.limiter.allow(five_tuple[1][0], now):
+            self.counters["unauth_dropped"] += 1
+            return
+        if isinstance(exc, Challenge):
+            self.counters["auth_failures" if exc.failed else "auth_challenges"] += 1
+        effects.append(SendToClient(five_tuple, self._error(msg, exc).encode(fingerprint=True)))
+
+    @staticmethod
+    def _error(msg: Message, exc: RequestError) -> Message:
+        attrs: list[tuple[int, Any]] = [(Attr.ERROR_CODE, ErrorCodeValue(exc.code, exc.reason))]
+        if isinstance(exc, UnknownAttribute):
+            attrs.append((Attr.UNKNOWN_ATTRIBUTES, exc.unknown))
+        if isinstance(exc, Challenge | StaleChallenge):
+            attrs.extend(exc.attributes)
+        return msg.reply(MessageClass.ERROR, attrs)
+
+    def _cached(self, alloc: Allocation, msg: Message, now: float) -> bytes | None:
+        """The answer already sent to this transaction, if it is a retransmission."""
+        tid = msg.transaction_id
+        if (
+            msg.method == Method.ALLOCATE
+            and tid == alloc.allocate_tid
+            and now < alloc.allocate_until
+        ):
+            return alloc.allocate_response
+        if msg.method == alloc.last_method and tid == alloc.last_tid and now < alloc.last_until:
+            return alloc.last_response
+        return None
+
+    def _remember(
+        self, msg: Message, five_tuple: FiveTuple, data: bytes, cls: int, now: float
+    ) -> None:
+        alloc = self.allocations.get(five_tuple)
+        if alloc is None:
+            return
+        until = now + self.settings.transaction_lifetime
+        if msg.method == Method.ALLOCATE and cls == MessageClass.SUCCESS:
+            alloc.allocate_tid, alloc.allocate_response, alloc.allocate_until = (
+                msg.transaction_id,
+                data,
+                until,
+            )
+        else:
+            alloc.last_method, alloc.last_tid = msg.method, msg.transaction_id
+            alloc.last_response, alloc.last_until = data, until
+
+    @staticmethod
+    def _owned(alloc: Allocation | None, creds: Credentials) -> Allocation:
+        """RFC 8656 §5: 437 without an allocation, 441 for another user's allocation."""
+        if alloc is None:
+            raise AllocationMismatch()
+        if alloc.username != creds.username:
+            raise WrongCredentials()
+        return alloc
+
+    def _lifetime(self, requested: int | None) -> float:
+        """RFC 8656 §7.2 / §8.2: min(requested, maximum), but never below the default."""
+        s = self.settings
+        if requested is None:
+            return s.default_lifetime
+        desired = min(float(requested), s.max_lifetime)
+        return desired if desired > s.default_lifetime else s.default_lifetime
+
+    # Allocate (RFC 8656 §7.2) ------------------------------------------------------------
+    def _allocate(
+        self,
+        msg: Message,
+        five_tuple: FiveTuple,
+        alloc: Allocation | None,
+        creds: Credentials,
+        now: float,
+        effects: list[Effect],
+    ) -> list[tuple[int, Any]]:
+        s = self.settings
+        if alloc is not None:
+            raise AllocationMismatch()
+        transport = msg.get(Attr.REQUESTED_TRANSPORT)
+        if transport is None:
+            raise BadRequest("REQUESTED-TRANSPORT is missing")
+        if transport != TRANSPORT_UDP:
+            raise UnsupportedTransport()
+        # DONT-FRAGMENT is accepted: the shell sets DF where the platform allows.
+        token = msg.get(Attr.RESERVATION_TOKEN)
+        even = msg.get(Attr.EVEN_PORT)  # None, or the R bit
+        requested = msg.get(Attr.REQUESTED_ADDRESS_FAMILY)
+        additional = msg.get(Attr.ADDITIONAL_ADDRESS_FAMILY)
+        reservation = None
+        if token is not None:
+            if even is not None or requested is not None or additional is not None:
+                raise BadRequest("RESERVATION-TOKEN with EVEN-PORT or an address family")
+            reservation = self.ports.peek(token, now)
+            if reservation is None:
+                raise InsufficientCapacity("Reservation unknown or expired")
+        if requested is not None and additional is not None:
+            raise BadRequest("REQUESTED- and ADDITIONAL-ADDRESS-FAMILY together")
+        if reservation is not None:
+            families: tuple[int, ...] = (family_of(reservation.relay[0]),)
+        elif additional is not None:
+            if additional != FAMILY_CODE_OF[IPV6]:
+                raise BadRequest("ADDITIONAL-ADDRESS-FAMILY must be IPv6")
+            families = (IPV4, IPV6)
+        else:
+            if requested is not None:
+                family = FAMILY_CODES.get(requested)
+            elif s.default_family == "listener":
+                family = family_of(five_tuple[2][0])
+            else:
+                family = IPV4
+            if family is None or family not in self._relay_ips:
+                raise AddressFamilyNotSupported()
+            families = (family,)
+        if even and additional is not None:
+            raise BadRequest("EVEN-PORT reservation with ADDITIONAL-ADDRESS-FAMILY")
+        if len(self.allocations) >= s.max_allocations:
+            raise InsufficientCapacity()
+        if self._per_user.get(creds.username, 0) >= s.user_quota:
+            raise AllocationQuotaReached()
+        lifetime = self._lifetime(msg.get(Attr.LIFETIME))
+        expires_at = now + lifetime
+        relays: dict[int, Relay] = {}
+        address_errors: list[AddressErrorCode] = []
+        reserved: Reservation | None = None
+        if reservation is not None:
+            self.ports.claim(reservation.token, now)
+            self.counters["reservations_claimed"] += 1
+            family = families[0]
+            public = (self._public_ips[family], reservation.relay[1])
+            relays[family] = Relay(reservation.relay, public, family, expires_at)
+        else:
+            for family in families:
+                ip = self._relay_ips.get(family)
+                if ip is None:
+                    address_errors.append(
+                        AddressErrorCode(FAMILY_CODE_OF[family], 440, REASONS[440])
+                    )
+                    continue
+                port = self.ports.open(ip, even=even is not None, pair=bool(even))
+                if port is None:
+                    if len(families) == 1:
+                        raise InsufficientCapacity()
+                    address_errors.append(
+                        AddressErrorCode(FAMILY_CODE_OF[family], 508, REASONS[508])
+                    )
+                    continue
+                relays[family] = Relay(
+                    (ip, port), (self._public_ips[family], port), family, expires_at
+                )
+                if even:
+                    reserved = self.ports.reserve((ip, port + 1), now + s.reservation_lifetime)
+                    self._push(reserved.expires_at, reserved)
+                    self.counters["reservations_created"] += 1
+            if not relays:
+                raise InsufficientCapacity()
+        alloc = Allocation(
+            five_tuple, creds.username, relays, tokens=self._burst, refilled_at=now
+        )
+        self.allocations[five_tuple] = alloc
+        self._per_user[creds.username] = self._per_user.get(creds.username, 0) + 1
+        for relay in relays.values():
+            self._by_relay[relay.address] = (alloc, relay)
+            effects.append(RelayOpened(relay.address, five_tuple))
+        self._schedule(alloc)
+        self.counters["allocations_created"] += 1
+        self.counters["allocations_active"] = len(self.allocations)
+        attrs: list[tuple[int, Any]] = [
+            (Attr.XOR_RELAYED_ADDRESS, relays[f].public) for f in (IPV4, IPV6) if f in relays
+        ]
+        attrs.append((Attr.LIFETIME, int(lifetime)))
+        if reserved is not None:
+            attrs.append((Attr.RESERVATION_TOKEN, reserved.token))
+        attrs.append((Attr.XOR_MAPPED_ADDRESS, five_tuple[1]))
+        attrs.extend((Attr.ADDRESS_ERROR_CODE, e) for e in address_errors)
+        return attrs
+
+    # Refresh (RFC 8656 §8.2) -------------------------------------------------------------
+    def _refresh(
+        self,
+        msg: Message,
+        five_tuple: FiveTuple,
+        alloc: Allocation | None,
+        creds: Credentials,
+        now: float,
+        effects: list[Effect],
+    ) -> list[tuple[int, Any]]:
+        alloc = self._owned(alloc, creds)
+        targets = list(alloc.relays.values())
+        requested_family = msg.get(Attr.REQUESTED_ADDRESS_FAMILY)
+        if requested_family is not None:
+            family = FAMILY_CODES.get(requested_family)
+            relay = alloc.relays.get(family) if family is not None else None
+            if relay is None:
+                raise PeerAddressFamilyMismatch()
+            targets = [relay]
+        requested = msg.get(Attr.LIFETIME)
+        if requested == 0:
+            for relay in targets:
+                self._close_relay(alloc, relay, effects)
+            if alloc.relays:
+                alloc.purge(now)
+            else:
+                self._remove(alloc, effects, "allocations_deleted")
+            return [(Attr.LIFETIME, 0)]
+        lifetime = self._lifetime(requested)
+        for relay in targets:
+            relay.expires_at = now + lifetime
+        self._schedule(alloc)
+        return [(Attr.LIFETIME, int(lifetime))]
+
+    # CreatePermission (RFC 8656 §10.2) ---------------------------------------------------
+    def _create_permission(
+        self,
+        msg: Message,
+        five_tuple: FiveTuple,
+        alloc: Allocation | None,
+        creds: Credentials,
+        now: float,
+        effects: list[Effect],
+    ) -> list[tuple[int, Any]]:
+        s = self.settings
+        alloc = self._owned(alloc, creds)
+        peers: list[Address] = msg.get_all(Attr.XOR_PEER_ADDRESS)
+        if not peers:
+            raise BadRequest("XOR-PEER-ADDRESS is missing")
+        ips = list(dict.fromkeys(ip for ip, _ in peers))
+        if any(alloc.relay_for(ip) is None for ip in ips):
+            raise PeerAddressFamilyMismatch()
+        if not all(self.policy.allows(ip) for ip in ips):
+            self.counters["policy_refusals"] += 1
+            raise Forbidden()
+        alloc.purge(now)
+        new = sum(1 for ip in ips if ip not in alloc.permissions)
+        if len(alloc.permissions) + new > s.max_permissions:
+            raise InsufficientCapacity("Too many permissions")
+        until = now + s.permission_lifetime
+        for ip in ips:
+            alloc.permissions[ip] = until
+        self._schedule(alloc)
+        return []
+
+    # ChannelBind (RFC 8656 §12.2) --------------------------------------------------------
+    def _channel_bind(
+        self,
+        msg: Message,
+        five_tuple: FiveTuple,
+        alloc: Allocation | None,
+        creds: Credentials,
+        now: float,
+        effects: list[Effect],
+    ) -> list[tuple[int, Any]]:
+        s = self.settings
+        alloc = self._owned(alloc, creds)
+        number = msg.get(Attr.CHANNEL_NUMBER)
+        peer = msg.get(Attr.XOR_PEER_ADDRESS)
+        if number is None or peer is None:
+            raise BadRequest("CHANNEL-NUMBER and XOR-PEER-ADDRESS are required")
+        if not CHANNEL_MIN <= number <= CHANNEL_MAX:
+            raise BadRequest("Channel number out of range")
+        channel = alloc.live_channel(number, now)
+        if channel is not None and channel.peer != peer:
+            raise BadRequest("Channel bound to another peer")
+        other = alloc.live_peer_channel(peer, now)
+        if other is not None and other.number != number:
+            raise BadRequest("Peer bound to another channel")
+        relay = alloc.relay_for(peer[0])
+        if relay is None:
+            raise PeerAddressFamilyMismatch()
+        if not self.policy.allows(peer[0], peer[1]):
+            self.counters["policy_refusals"] += 1
+            raise Forbidden()
+        alloc.purge(now)
+        if channel is None and len(alloc.channels) >= s.max_channels:
+            raise InsufficientCapacity("Too many channels")
+        if peer[0] not in alloc.permissions and len(alloc.permissions) >= s.max_permissions:
+            raise InsufficientCapacity("Too many permissions")
+        alloc.bind_channel(number, peer, relay, now + s.channel_lifetime)
+        alloc.permissions[peer[0]] = now + s.permission_lifetime
+        self._schedule(alloc)
+        return []
+
+    # Send indication (RFC 8656 §11.2) ----------------------------------------------------
+    def _send(self, msg: Message, five_tuple: FiveTuple, now: float, effects: list[Effect]) -> None:
+        counters = self.counters
+        alloc = self._live(five_tuple, now, effects)
+        if alloc is None:
+            counters["no_allocation_drops"] += 1
+            return
+        peer = msg.get(Attr.XOR_PEER_ADDRESS)
+        data = msg.get(Attr.DATA)
+        relay = alloc.relay_for(peer[0]) if peer is not None else None
+        if data is None or relay is None or msg.unknown_required:
+            counters["malformed_drops"] += 1
+            return
+        if not alloc.permitted(peer[0], now):
+            counters["permission_drops"] += 1
+            return
+        if not self._peer_allowed(peer):
+            counters["policy_drops"] += 1
+            return
+        if self._rate and not alloc.spend(len(data), now, self._rate, self._burst):
+            counters["bandwidth_drops"] += 1
+            return
+        effects.append(SendToPeer(relay.address, peer, data))
+
+    # -- the relay hot path ------------------------------------------------------------
+    def channel_to_peer(
+        self, five_tuple: FiveTuple, channel: int, size: int, now: float
+    ) -> tuple[Address, Address] | None:
+        """``(relay, peer)`` for a ChannelData message of ``size`` payload bytes from
+        the client, or None to drop it (RFC 8656 §12.6; no channel, expired permission,
+        over the bandwidth quota). Receiving data refreshes nothing."""
+        alloc = self.allocations.get(five_tuple)
+        if alloc is None:
+            self.counters["no_allocation_drops"] += 1
+            return None
+        ch = alloc.channels.get(channel)
+        if ch is None or ch.expires_at <= now or ch.relay.expires_at <= now:
+            self.counters["channel_drops"] += 1
+            return None
+        peer = ch.peer
+        if alloc.permissions.get(peer[0], 0.0) <= now:
+            self.counters["permission_drops"] += 1
+            return None
+        if self._rate and not alloc.spend(size, now, self._rate, self._burst):
+            self.counters["bandwidth_drops"] += 1
+            return None
+        return ch.relay.address, peer
+
+    def peer_to_client(
+        self, relay: Address, peer: Address, size: int, now: float
+    ) -> tuple[FiveTuple, int | None] | None:
+        """Where a datagram of ``size`` bytes from ``peer`` to ``relay`` goes: the
+        client's 5-tuple and the channel bound to ``peer`` (None: send a Data
+        indication, see ``data_indication``), or None to drop it (RFC 8656 §11.3:
+        no permission for the peer's IP, policy, bandwidth)."""
+        entry = self._by_relay.get(relay)
+        if entry is None:
+            self.counters["no_allocation_drops"] += 1
+            return None
+        alloc, relay_state = entry
+        if relay_state.expires_at <= now:
+            self.counters["no_allocation_drops"] += 1
+            return None
+        if alloc.permissions.get(peer[0], 0.0) <= now:
+            self.counters["permission_drops"] += 1
+            return None
+        allowed = self._peer_ok.get(peer)
+        if allowed is None:
+            allowed = self._peer_allowed(peer)
+        if not allowed:
+            self.counters["policy_drops"] += 1
+            return None
+        if self._rate and not alloc.spend(size, now, self._rate, self._burst):
+            self.counters["bandwidth_drops"] += 1
+            return None
+        ch = alloc.peer_channels.get(peer)
+        if ch is not None and ch.expires_at > now:
+            return alloc.five_tuple, ch.number
+        if size > MAX_DATA_INDICATION_PAYLOAD:
+            self.counters["oversize_drops"] += 1
+            return None
+        return alloc.five_tuple, None
+
+    data_indication = staticmethod(data_indication)
+
+    def _peer_allowed(self, peer: Address) -> bool:
+        """``policy.allows(ip, port)``, cached per peer address (the policy is immutable).
+        Only reached for peers an allocation has a permission for."""
+        allowed = self._peer_ok.get(peer)
+        if allowed is None:
+            allowed = self.policy.allows(peer[0], peer[1])
+            if len(self._peer_ok) >= 65536:
+                self._peer_ok.clear()
+            self._peer_ok[peer] = allowed
+        return allowed
+
+    # -- lifetimes ---------------------------------------------------------------------
+    def expire(self, now: float) -> list[Effect]:
+        """Reclaim everything that expired by ``now``: allocations (``RelayClosed`` each
+        relay; the opener has closed it), dual-allocation relays, permissions, channels
+        and unclaimed reservations."""
+        effects: list[Effect] = []
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            when, _, item = heapq.heappop(heap)
+            if isinstance(item, Reservation):
+                if self.ports.release(item):
+                    self.counters["reservations_expired"] += 1
+            elif self.allocations.get(item.five_tuple) is item and item.wake_at == when:
+                self._reap(item, now, effects)
+        return effects
+
+    def next_deadline(self) -> float | None:
+        """When ``expire`` next has something to do (None: nothing scheduled)."""
+        heap = self._heap
+        while heap:
+            when, _, item = heap[0]
+            if isinstance(item, Reservation):
+                live = self.ports.reservations.get(item.token) is item
+            else:
+                live = self.allocations.get(item.five_tuple) is item and item.wake_at == when
+            if live:
+                return when
+            heapq.heappop(heap)
+        return None
+
+    def connection_closed(self, five_tuple: FiveTuple, now: float) -> list[Effect]:
+        """The client's TCP/TLS connection closed: its allocation ends (RFC 8656 §3.1)."""
+        effects: list[Effect] = []
+        alloc = self.allocations.get(five_tuple)
+        if alloc is not None:
+            self._remove(alloc, effects, "allocations_closed")
+        return effects
+
+    def _push(self, when: float, item: Allocation | Reservation) -> None:
+        heapq.heappush(self._heap, (when, next(self._seq), item))
+
+    def _schedule(self, alloc: Allocation) -> None:
+        """Make sure ``expire`` looks at ``alloc`` no later than its next deadline."""
+        deadline = alloc.next_deadline()
+        if deadline < alloc.wake_at and math.isfinite(deadline):
+            alloc.wake_at = deadline
+            self._push(deadline, alloc)
+
+    def _live(self, five_tuple: FiveTuple, now: float, effects: list[Effect]) -> Allocation | None:
+        """The allocation on ``five_tuple`` with anything expired reclaimed first."""
+        alloc = self.allocations.get(five_tuple)
+        if alloc is not None and alloc.wake_at <= now:
+            self._reap(alloc, now, effects)
+            alloc = self.allocations.get(five_tuple)
+        return alloc
+
+    def _reap(self, alloc: Allocation, now: float, effects: list[Effect]) -> None:
+        for relay in [r for r in alloc.relays.values() if r.expires_at <= now]:
+            self._close_relay(alloc, relay, effects)
+        if not alloc.relays:
+            self._remove(alloc, effects, "allocations_expired")
+            return
+        alloc.purge(now)
+        alloc.wake_at = _INF
+        self._schedule(alloc)
+
+    def _close_relay(self, alloc: Allocation, relay: Relay, effects: list[Effect]) -> None:
+        del alloc.relays[relay.family]
+        self._by_relay.pop(relay.address, None)
+        self.ports.close(relay.address)
+        effects.append(RelayClosed(relay.address))
+
+    def _remove(self, alloc: Allocation, effects: list[Effect], reason: str) -> None:
+        for relay in list(alloc.relays.values()):
+            self._close_relay(alloc, relay, effects)
+        del self.allocations[alloc.five_tuple]
+        alloc.wake_at = _INF
+        count = self._per_user.get(alloc.username, 0) - 1
+        if count > 0:
+            self._per_user[alloc.username] = count
+        else:
+            self._per_user.pop(alloc.username, None)
+        self.counters[reason] += 1
+        self.counters["allocations_active"] = len(self.allocations)
+
+    def allocations_of(self, username: str) -> int:
+        """How many allocations ``username`` holds (the quota counts these)."""
+        return self._per_user.get(username, 0)
+
+
+__all__ = [
+    "COUNTERS",
+    "MAX_DATA_INDICATION_PAYLOAD",
+    "TurnServer",
+    "TurnSettings",
+    "data_indication",
+]
