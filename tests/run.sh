@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(python3 python3-venv python3-dev gcc iproute2 nftables coturn stun-client
+packages=(python3 python3-venv python3-dev gcc iproute2 nftables coturn stun-client stun-server
           chromium openssl procps util-linux)
 missing=()
 for p in "${packages[@]}"; do
