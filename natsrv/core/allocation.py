@@ -83,10 +83,6 @@ class Allocation:
     refilled_at: float = 0.0
     dropped_bytes: int = 0
 
-    @property
-    def expires_at(self) -> float:
-        return max((r.expires_at for r in self.relays.values()), default=0.0)
-
     def relay_for(self, peer_ip: str) -> Relay | None:
         """The relay that talks to a peer of this IP's family, if the allocation has one."""
         return self.relays.get(family_of(peer_ip))
@@ -174,7 +170,7 @@ class RelayPorts:
     """Picks, binds, reserves and releases relay ports within ``[low, high]``.
 
     Ports are tried from a ``secrets``-random starting point onwards (wrapping), so
-    relayed addresses are not predictable (RFC 8656 §21.1.1 "port scanning"); ports this
+    relayed addresses are not predictable (as RFC 6056 argues for ports); ports this
     pool already holds are skipped without asking the opener, and at most
     ``max_attempts`` binds are tried per request before giving up (508).
     """

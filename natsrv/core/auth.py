@@ -16,11 +16,15 @@ RFC 8489 §9.2.4 (the server's checks, in this order):
    NONCE, REALM and PASSWORD-ALGORITHMS.
 
 Responses to an authenticated request carry MESSAGE-INTEGRITY-SHA256 when the request
-used it or named a password algorithm, MESSAGE-INTEGRITY when the request used it (a
-request carrying both gets both), each with the key that verified the request (§9.2.4,
-last paragraph). The key follows PASSWORD-ALGORITHM, not the HMAC: a SHA-256 password
-algorithm means a SHA-256 key even under MESSAGE-INTEGRITY, and MESSAGE-INTEGRITY-SHA256
-without PASSWORD-ALGORITHM is keyed with the MD5 key, as §14.6 and §9.2.2 say.
+used it or named a password algorithm, and MESSAGE-INTEGRITY when the request used it
+or named no password algorithm (§9.2.4, last paragraph: processed as MD5 means
+MESSAGE-INTEGRITY); so an RFC 5389 client gets MESSAGE-INTEGRITY only, an RFC 8489
+client with PASSWORD-ALGORITHM gets MESSAGE-INTEGRITY-SHA256 only, and the mixed cases
+get both. Each is computed with the key that verified the request.
+
+The key follows PASSWORD-ALGORITHM, not the HMAC: a SHA-256 password algorithm means a
+SHA-256 key even under MESSAGE-INTEGRITY, and MESSAGE-INTEGRITY-SHA256 without
+PASSWORD-ALGORITHM is keyed with the MD5 key, as §14.6 and §9.2.2 say.
 
 Nonces are stateless HMACs (``nonce.NonceFactory``): nothing is stored for a client
 until a request authenticates. USERHASH (§14.4) is not supported: the server does not
@@ -28,8 +32,8 @@ set the "username anonymity" bit, and a request with only USERHASH gets 401.
 
 ``ChallengeLimiter`` bounds how many answers unauthenticated requests get per source IP
 (a token bucket per IP in a bounded table, plus a global bucket), so the server is a
-poor reflector (RFC 8489 §16.1.4, RFC 8656 §21.1.6); requests over the limit are
-dropped without an answer.
+poor reflector (RFC 8656 §21, security considerations); requests over the limit
+are dropped without an answer.
 """
 
 from __future__ import annotations
@@ -181,7 +185,9 @@ class Authenticator:
             key=key,
             algorithm=algorithm,
             sha256=has_sha256 or named_algorithm,
-            sha1=has_sha1,
+            # §9.2.4: a request processed as MD5 (no PASSWORD-ALGORITHM) is answered
+            # with MESSAGE-INTEGRITY; one that used it keeps getting it.
+            sha1=has_sha1 or not named_algorithm,
         )
 
 

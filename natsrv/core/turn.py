@@ -242,6 +242,9 @@ _Handler = Callable[
 class TurnServer:
     """TURN allocations of one server process (see the module docstring)."""
 
+    #: Peer addresses whose policy verdict is cached (cleared when full).
+    PEER_CACHE_SIZE = 65536
+
     def __init__(
         self,
         settings: TurnSettings,
@@ -724,7 +727,7 @@ class TurnServer:
         allowed = self._peer_ok.get(peer)
         if allowed is None:
             allowed = self.policy.allows(peer[0], peer[1])
-            if len(self._peer_ok) >= 65536:
+            if len(self._peer_ok) >= self.PEER_CACHE_SIZE:
                 self._peer_ok.clear()
             self._peer_ok[peer] = allowed
         return allowed
@@ -737,30 +740,30 @@ class TurnServer:
         effects: list[Effect] = []
         heap = self._heap
         while heap and heap[0][0] <= now:
-            when, _, item = heapq.heappop(heap)
+            entry = heapq.heappop(heap)
+            if not self._scheduled(entry):
+                continue
+            item = entry[2]
             if isinstance(item, Reservation):
-                if self.ports.release(item):
-                    self.counters["reservations_expired"] += 1
-            elif self.allocations.get(item.five_tuple) is item and item.wake_at == when:
+                self.ports.release(item)
+                self.counters["reservations_expired"] += 1
+            else:
                 self._reap(item, now, effects)
+            heap = self._heap  # _reap may have compacted it
         return effects
 
     def next_deadline(self) -> float | None:
         """When ``expire`` next has something to do (None: nothing scheduled)."""
         heap = self._heap
         while heap:
-            when, _, item = heap[0]
-            if isinstance(item, Reservation):
-                live = self.ports.reservations.get(item.token) is item
-            else:
-                live = self.allocations.get(item.five_tuple) is item and item.wake_at == when
-            if live:
-                return when
+            if self._scheduled(heap[0]):
+                return heap[0][0]
             heapq.heappop(heap)
         return None
 
     def connection_closed(self, five_tuple: FiveTuple, now: float) -> list[Effect]:
-        """The client's TCP/TLS connection closed: its allocation ends (RFC 8656 §3.1)."""
+        """The client's TCP/TLS connection closed: its 5-tuple, and so its allocation,
+        is gone."""
         effects: list[Effect] = []
         alloc = self.allocations.get(five_tuple)
         if alloc is not None:
@@ -768,7 +771,20 @@ class TurnServer:
         return effects
 
     def _push(self, when: float, item: Allocation | Reservation) -> None:
-        heapq.heappush(self._heap, (when, next(self._seq), item))
+        heap = self._heap
+        if len(heap) >= 2 * (len(self.allocations) + len(self.ports.reservations)) + 1024:
+            # Deleted allocations and claimed reservations leave entries behind; drop
+            # them now and then so churn cannot grow the heap (amortised O(1) per push).
+            self._heap = heap = [entry for entry in heap if self._scheduled(entry)]
+            heapq.heapify(heap)
+        heapq.heappush(heap, (when, next(self._seq), item))
+
+    def _scheduled(self, entry: tuple[float, int, Allocation | Reservation]) -> bool:
+        """Whether a heap entry still stands for something ``expire`` must do."""
+        when, _, item = entry
+        if isinstance(item, Reservation):
+            return self.ports.reservations.get(item.token) is item
+        return self.allocations.get(item.five_tuple) is item and item.wake_at == when
 
     def _schedule(self, alloc: Allocation) -> None:
         """Make sure ``expire`` looks at ``alloc`` no later than its next deadline."""
