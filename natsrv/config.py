@@ -183,6 +183,12 @@ class Config:
             raise ConfigError("max-message-size", "must be within 548-65539 bytes")
         if self.auth_secret is not None and not self.auth_secret:
             raise ConfigError("auth-secret", "is empty")
+        if self.turn_enabled and self.relay_ip is None and wildcard:
+            raise ConfigError(
+                "relay-ip", "TURN needs --relay-ip (or a specific --listen address)"
+            )
+        if self.relay_ip in ("0.0.0.0", "::") and self.external_ip is None:
+            raise ConfigError("relay-ip", "a wildcard relay address needs --external-ip")
         return self
 
 

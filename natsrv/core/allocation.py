@@ -21,7 +21,7 @@ from .effects import Address, FiveTuple, RelayOpener
 
 #: RFC 8656 §12: channel numbers a client may bind.
 CHANNEL_MIN = 0x4000
-CHANNEL_MAX = 0x4FFF
+CHANNEL_MAX = 0x7FFE  # RFC 8656 says 0x4FFF; RFC 5766 clients use up to 0x7FFE
 
 #: Address families as the core names them; RFC 8656 §18.6 codes map onto them.
 IPV4 = 4

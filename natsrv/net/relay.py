@@ -132,7 +132,7 @@ class TurnShell:
     def on_client_message(self, data: bytes, five_tuple: FiveTuple) -> None:
         """A STUN message (not a Binding request) or ChannelData from a client."""
         first = data[0]
-        if 0x40 <= first <= 0x4F:
+        if 0x40 <= first <= 0x7F:
             if len(data) < 4:
                 raise ParseError("short ChannelData")
             channel = (first << 8) | data[1]
@@ -179,7 +179,11 @@ class TurnShell:
                     if channel is not None:
                         out = encode_channel_data(channel, data, stream=five_tuple[0] != "udp")
                     else:
-                        out = turn.data_indication(peer, data)
+                        try:
+                            out = turn.data_indication(peer, data)
+                        except ValueError:  # too large for a Data indication
+                            counters["relay_dropped_oversize"] += 1
+                            continue
                     self.send_to_client(five_tuple, out)
                 else:
                     await trio.lowlevel.checkpoint()

@@ -8,6 +8,7 @@ port; the alternate endpoints then reuse the primary's port number).
 from __future__ import annotations
 
 import logging
+import secrets
 import socket
 import ssl
 from dataclasses import dataclass, field
@@ -16,11 +17,16 @@ import trio
 
 from ..config import Config
 from ..core.binding import BindingConfig, BindingService
+from ..core.credentials import ChainedStore, RestSecret, StaticUsers
+from ..core.nonce import NonceFactory
+from ..core.policy import PeerPolicy
+from ..core.turn import TurnServer, TurnSettings
 from ..metrics import Metrics
 from ..stun.attributes import ErrorCodeValue
 from ..stun.constants import Attr, MessageClass, Method
 from ..stun.errors import ParseError
 from ..stun.message import decode_untrusted, encode_message
+from .relay import RelaySockets, TurnShell
 from .tcp import StreamConnection, serve_stream
 from .udp import bind_udp, local_address, serve_udp
 
@@ -93,8 +99,28 @@ def make_stun_handler(binding: BindingService):
     return handle
 
 
-def make_stream_handler(binding: BindingService):
+def make_turn_udp_handler(binding: BindingService, shell: TurnShell):
+    """The UDP datagram handler with TURN: Binding requests take the STUN fast path,
+    everything else (TURN requests, indications, ChannelData) goes to the TURN shell."""
+    answer = binding.answer
+    on_client_message = shell.on_client_message
+
+    def handle(data: bytes, src: Address, local: Address):
+        if len(data) >= 20 and data[0] == 0 and data[1] == 1:
+            return answer(data, src, local)
+        if not data:
+            raise ParseError("empty datagram")
+        on_client_message(data, ("udp", src, local))
+        return None
+
+    return handle
+
+
+def make_stream_handler(binding: BindingService, shell: TurnShell | None = None):
     def on_frame(frame: bytes, conn: StreamConnection):
+        if shell is not None and not (frame[0] == 0 and frame[1] == 1):
+            shell.on_client_message(frame, ("tls" if conn.tls else "tcp", conn.peer, conn.local))
+            return None
         if frame[0] >= 0x40:
             return None  # ChannelData without TURN
         msg = decode_untrusted(frame)
@@ -119,12 +145,42 @@ def make_ssl_context(config: Config) -> ssl.SSLContext:
     return ctx
 
 
+def make_turn(
+    config: Config,
+    relays: RelaySockets,
+    senders: dict[Address, socket.socket],
+    metrics: Metrics,
+) -> TurnShell:
+    """The TURN core with its credential sources, nonces and peer policy."""
+    stores: list[object] = []
+    if config.users:
+        stores.append(StaticUsers(dict(config.users)))
+    if config.auth_secret is not None:
+        stores.append(RestSecret(config.auth_secret))
+    credentials = stores[0] if len(stores) == 1 else ChainedStore(*stores)
+    settings = TurnSettings.from_config(config)
+    own: list[object] = [ep for ip, port in config.listen
+                         for ep in BindingConfig((ip, port), config.alt_ip, config.alt_port)
+                         .endpoints()]
+    if config.tls_port is not None:
+        own += [(ip, config.tls_port) for ip, _ in config.listen]
+    if config.external_ip is not None:
+        own += [(config.external_ip[0], port) for _, port in config.listen]
+    policy = PeerPolicy(allow=config.allow_peer, deny=config.deny_peer, own_addresses=own)
+    nonces = NonceFactory(secrets.token_bytes(32), config.nonce_lifetime)
+    turn = TurnServer(settings, credentials=credentials, nonces=nonces, policy=policy,
+                      opener=relays)
+    return TurnShell(turn, relays, senders, metrics)
+
+
 async def serve(config: Config, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
     """Run the server until cancelled."""
     metrics = Metrics()
     info = ServerInfo(metrics=metrics)
     udp_socks: list[tuple[socket.socket, object]] = []
     senders: dict[Address, socket.socket] = {}
+    relays = RelaySockets()
+    shell = make_turn(config, relays, senders, metrics) if config.turn_enabled else None
     stream_groups: list[tuple[list[Address], BindingService]] = []
     try:
         for index, (ip, port) in enumerate(config.listen):
@@ -139,7 +195,10 @@ async def serve(config: Config, *, task_status=trio.TASK_STATUS_IGNORED) -> None
                 BindingConfig((ip, port), alt_ip, alt_port, config.software,
                               config.mapped_address)
             )
-            handler = make_stun_handler(binding)
+            handler = (
+                make_stun_handler(binding) if shell is None
+                else make_turn_udp_handler(binding, shell)
+            )
             for s in socks:
                 addr = local_address(s)
                 senders[addr] = s
@@ -161,7 +220,7 @@ async def serve(config: Config, *, task_status=trio.TASK_STATUS_IGNORED) -> None
                 log.info("listening on udp %s:%d", *local_address(s))
             if config.tcp or ssl_context is not None:
                 for endpoints, binding in stream_groups:
-                    on_frame = make_stream_handler(binding)
+                    on_frame = make_stream_handler(binding, shell)
                     plans: list[tuple[Address, ssl.SSLContext | None, list[Address]]] = []
                     if config.tcp:
                         plans += [(ep, None, info.tcp) for ep in endpoints]
@@ -181,10 +240,19 @@ async def serve(config: Config, *, task_status=trio.TASK_STATUS_IGNORED) -> None
                                     idle_timeout=config.tcp_idle_timeout,
                                     max_connections=config.tcp_max_connections,
                                     max_frame=config.max_message_size, ssl_context=c,
+                                    on_open=shell.connection_opened if shell else None,
+                                    on_close=shell.connection_closed if shell else None,
                                 )
                             )
+            if shell is not None:
+                shell.nursery = nursery
+                nursery.start_soon(shell.run_timers)
+                log.info("TURN enabled: realm %r, relay %s, ports %d-%d",
+                         config.realm, ", ".join(shell.turn.settings.relay_ips),
+                         *config.relay_ports)
             task_status.started(info)
     finally:
+        relays.close_all()
         for s, _ in udp_socks:
             s.close()
         for listener in stream_listeners:

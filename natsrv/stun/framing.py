@@ -14,12 +14,14 @@ from .constants import HEADER_SIZE
 from .errors import ParseError
 
 CHANNEL_MIN = 0x4000
-CHANNEL_MAX = 0x4FFF
+#: RFC 8656 narrowed channels to 0x4000-0x4FFF; RFC 5766 clients (coturn's tools among
+#: them) still use up to 0x7FFE, so those are accepted too.
+CHANNEL_MAX = 0x7FFE
 _CD_HEADER = struct.Struct(">HH")
 
 
 def is_channel_data(first_byte: int) -> bool:
-    return 0x40 <= first_byte <= 0x4F
+    return 0x40 <= first_byte <= 0x7F
 
 
 def decode_channel_data_untrusted(data: bytes) -> tuple[int, bytes]:
@@ -74,7 +76,7 @@ class StreamFramer:
                 size = HEADER_SIZE + length
                 if length & 3:
                     raise ParseError("STUN length is not a multiple of 4")
-            elif first <= 0x4F:
+            elif first <= 0x7F:
                 size = 4 + ((length + 3) & ~3)
             else:
                 raise ParseError("stream carries neither STUN nor ChannelData")

@@ -362,7 +362,7 @@ def test_channel_bind_rules() -> None:
     assert server.allocations[FT].permitted(PEER[0], NOW)
     for channel, peer in [
         (0x3FFF, PEER2),  # below the range
-        (0x5000, PEER2),  # above the range
+        (0x7FFF, PEER2),  # above the range (RFC 5766 allowed up to 0x7FFE)
         (0x4000, PEER2),  # channel bound to another peer
         (0x4001, PEER),  # peer bound to another channel
         (0x4000, (PEER[0], PEER[1] + 1)),  # same IP, other port: another transport address

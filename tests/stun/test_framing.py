@@ -21,7 +21,7 @@ def test_channel_data_round_trip() -> None:
     assert decode_channel_data_untrusted(encode_channel_data(0x4001, b"abc")) == (0x4001, b"abc")
     assert encode_channel_data(0x4001, b"abc", stream=True) == b"\x40\x01\x00\x03abc\x00"
     with pytest.raises(ParseError):
-        decode_channel_data_untrusted(b"\x50\x00\x00\x00")
+        decode_channel_data_untrusted(b"\x7f\xff\x00\x00")
     with pytest.raises(ParseError):
         decode_channel_data_untrusted(b"\x40\x00\x00\x08abc")
 
