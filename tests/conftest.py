@@ -41,14 +41,15 @@ def require_root() -> None:
 
 def free_port(ip: str = PRIMARY_IP, kind: int = socket.SOCK_DGRAM) -> int:
     """A port free for both UDP and TCP on ``ip`` right now."""
+    family = socket.AF_INET6 if ":" in ip else socket.AF_INET
     for _ in range(50):
-        with socket.socket(socket.AF_INET, kind) as s:
+        with socket.socket(family, kind) as s:
             s.bind((ip, 0))
             port = s.getsockname()[1]
         try:
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
+            with socket.socket(family, socket.SOCK_STREAM) as t:
                 t.bind((ip, port))
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+            with socket.socket(family, socket.SOCK_DGRAM) as u:
                 u.bind((ip, port))
         except OSError:
             continue

@@ -1,0 +1,290 @@
+"""natsrv's TURN relay over real sockets on loopback, driven by a minimal client built
+on natsrv's own codec: authentication, relaying both ways, and the peer policy applied
+through real allocations."""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+import trio
+
+import natsrv.net.relay
+from natsrv.config import Config
+from natsrv.core.credentials import rest_credentials
+from natsrv.net.serve import ServerInfo, serve
+from natsrv.stun import (
+    Attr,
+    Message,
+    MessageClass,
+    Method,
+    decode_channel_data_untrusted,
+    decode_untrusted,
+    encode_channel_data,
+)
+from natsrv.stun.integrity import long_term_key
+from tests.conftest import PRIMARY_IP, free_port
+
+Address = tuple[str, int]
+REALM = "natsrv.test"
+
+
+def turn_config(**overrides: object) -> Config:
+    base: dict[str, object] = {
+        "listen": ((PRIMARY_IP, free_port()),),
+        "realm": REALM,
+        "users": (("alice", "wonderland"),),
+        "auth_secret": "rest-secret",
+        "relay_ip": PRIMARY_IP,
+        "allow_peer": (),
+    }
+    base.update(overrides)
+    return Config(**base).validate()  # type: ignore[arg-type]
+
+
+class TurnClient:
+    """Just enough TURN client to drive the server: UDP, long-term credentials."""
+
+    def __init__(self, sock: trio.socket.SocketType, server: Address, user: str, password: str):
+        self.sock, self.server = sock, server
+        self.user, self.password = user, password
+        self.nonce: str | None = None
+        self.key = long_term_key(user, REALM, password)
+
+    async def transact(self, msg: Message, *, sign: bool = True) -> Message:
+        if sign and self.nonce is not None:
+            msg.attributes += [
+                (Attr.USERNAME, self.user), (Attr.REALM, REALM), (Attr.NONCE, self.nonce)
+            ]
+        data = msg.encode(key=self.key if sign and self.nonce else None, fingerprint=True)
+        await self.sock.sendto(data, self.server)
+        with trio.fail_after(2):
+            while True:
+                raw, _ = await self.sock.recvfrom(65535)
+                if raw[0] >= 0x40:
+                    continue
+                reply = decode_untrusted(raw)
+                if reply.transaction_id == msg.transaction_id:
+                    return reply
+
+    async def request(self, method: int, *attrs: tuple[int, object]) -> Message:
+        """A request with the 401/438 dance: sign with the server's nonce, retry once."""
+        for _ in range(3):
+            msg = Message(method, MessageClass.REQUEST, attributes=list(attrs))
+            reply = await self.transact(msg)
+            code = reply.get(Attr.ERROR_CODE)
+            if reply.cls == MessageClass.ERROR and code.code in (401, 438) and (
+                self.nonce != reply.get(Attr.NONCE)
+            ):
+                self.nonce = reply.get(Attr.NONCE)
+                continue
+            return reply
+        return reply
+
+    async def allocate(self) -> Address:
+        reply = await self.request(Method.ALLOCATE, (Attr.REQUESTED_TRANSPORT, 17))
+        assert reply.cls == MessageClass.SUCCESS, reply.get(Attr.ERROR_CODE)
+        return reply.get(Attr.XOR_RELAYED_ADDRESS)
+
+
+def code_of(reply: Message) -> int | None:
+    value = reply.get(Attr.ERROR_CODE)
+    return None if value is None else value.code
+
+
+@pytest.fixture
+async def sockets() -> AsyncIterator[list[trio.socket.SocketType]]:
+    made: list[trio.socket.SocketType] = []
+    yield made
+    for s in made:
+        s.close()
+
+
+async def udp(sockets: list[trio.socket.SocketType]) -> trio.socket.SocketType:
+    sock = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
+    sockets.append(sock)
+    await sock.bind((PRIMARY_IP, 0))
+    return sock
+
+
+async def test_unauthenticated_allocate_gets_401_with_realm_and_nonce(
+    nursery: trio.Nursery, sockets: list[trio.socket.SocketType]
+) -> None:
+    info: ServerInfo = await nursery.start(serve, turn_config())
+    client = TurnClient(await udp(sockets), info.udp[0], "alice", "wonderland")
+    reply = await client.transact(
+        Message(Method.ALLOCATE, MessageClass.REQUEST, attributes=[(Attr.REQUESTED_TRANSPORT, 17)]),
+        sign=False,
+    )
+    assert code_of(reply) == 401
+    assert reply.get(Attr.REALM) == REALM and reply.get(Attr.NONCE)
+
+
+async def test_wrong_password_gets_401(
+    nursery: trio.Nursery, sockets: list[trio.socket.SocketType]
+) -> None:
+    info = await nursery.start(serve, turn_config())
+    client = TurnClient(await udp(sockets), info.udp[0], "alice", "not-the-password")
+    reply = await client.request(Method.ALLOCATE, (Attr.REQUESTED_TRANSPORT, 17))
+    assert code_of(reply) == 401
+
+
+async def test_rest_credentials_and_expiry(
+    nursery: trio.Nursery, sockets: list[trio.socket.SocketType]
+) -> None:
+    info = await nursery.start(serve, turn_config())
+    user, password = rest_credentials("rest-secret", "bob", 600, time.time())
+    ok = TurnClient(await udp(sockets), info.udp[0], user, password)
+    await ok.allocate()
+    old_user, old_password = rest_credentials("rest-secret", "bob", 600, time.time() - 3600)
+    expired = TurnClient(await udp(sockets), info.udp[0], old_user, old_password)
+    reply = await expired.request(Method.ALLOCATE, (Attr.REQUESTED_TRANSPORT, 17))
+    assert code_of(reply) == 401
+
+
+async def test_stale_nonce_gets_438_and_the_retry_succeeds(
+    nursery: trio.Nursery, sockets: list[trio.socket.SocketType], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    info = await nursery.start(serve, turn_config(nonce_lifetime=60))
+    client = TurnClient(await udp(sockets), info.udp[0], "alice", "wonderland")
+    await client.allocate()
+    first_nonce = client.nonce
+
+    class Later:  # the server's wall clock, two minutes on
+        @staticmethod
+        def time() -> float:
+            return time.time() + 120
+
+    monkeypatch.setattr(natsrv.net.relay, "time", Later)
+    reply = await client.transact(
+        Message(Method.REFRESH, MessageClass.REQUEST, attributes=[(Attr.LIFETIME, 600)])
+    )
+    assert code_of(reply) == 438
+    assert reply.get(Attr.NONCE) not in (None, first_nonce)
+    refreshed = await client.request(Method.REFRESH, (Attr.LIFETIME, 600))
+    assert refreshed.cls == MessageClass.SUCCESS
+
+
+async def test_relay_both_ways_with_send_data_and_channels(
+    nursery: trio.Nursery, sockets: list[trio.socket.SocketType]
+) -> None:
+    loopback = ipaddress.ip_network("127.0.0.0/8")
+    info = await nursery.start(serve, turn_config(allow_peer=(loopback,)))
+    client_sock = await udp(sockets)
+    client = TurnClient(client_sock, info.udp[0], "alice", "wonderland")
+    relay = await client.allocate()
+    peer = await udp(sockets)
+    peer_addr = peer.getsockname()
+
+    # Data from a peer without a permission is dropped: then the permission lets it in.
+    await peer.sendto(b"too early", relay)
+    reply = await client.request(Method.CREATE_PERMISSION, (Attr.XOR_PEER_ADDRESS, peer_addr))
+    assert reply.cls == MessageClass.SUCCESS
+
+    # Send indication -> peer.
+    send = Message(Method.SEND, MessageClass.INDICATION, attributes=[
+        (Attr.XOR_PEER_ADDRESS, peer_addr), (Attr.DATA, b"hello peer")])
+    await client_sock.sendto(send.encode(), info.udp[0])
+    with trio.fail_after(2):
+        data, src = await peer.recvfrom(2048)
+    assert (data, src) == (b"hello peer", relay)
+
+    # Peer -> Data indication (the early datagram never arrives).
+    await peer.sendto(b"hello client", relay)
+    with trio.fail_after(2):
+        raw, _ = await client_sock.recvfrom(2048)
+    indication = decode_untrusted(raw)
+    assert (indication.method, indication.cls) == (Method.DATA, MessageClass.INDICATION)
+    assert indication.get(Attr.DATA) == b"hello client"
+    assert indication.get(Attr.XOR_PEER_ADDRESS) == peer_addr
+
+    # ChannelBind, then ChannelData both ways.
+    reply = await client.request(
+        Method.CHANNEL_BIND, (Attr.CHANNEL_NUMBER, 0x4001), (Attr.XOR_PEER_ADDRESS, peer_addr)
+    )
+    assert reply.cls == MessageClass.SUCCESS
+    await client_sock.sendto(encode_channel_data(0x4001, b"via channel"), info.udp[0])
+    with trio.fail_after(2):
+        data, src = await peer.recvfrom(2048)
+    assert (data, src) == (b"via channel", relay)
+    await peer.sendto(b"back on channel", relay)
+    with trio.fail_after(2):
+        raw, _ = await client_sock.recvfrom(2048)
+    assert decode_channel_data_untrusted(raw) == (0x4001, b"back on channel")
+
+
+DENIED_PEERS = [
+    "127.0.0.1", "0.0.0.0", "10.1.2.3", "172.16.0.1", "192.168.1.1", "100.64.0.1",
+    "169.254.169.254", "224.0.0.1", "240.0.0.1", "255.255.255.255",
+    "::1", "::", "fe80::1", "fc00::1", "fec0::1", "ff02::1",
+    "::ffff:127.0.0.1", "::ffff:0.0.0.0", "::ffff:169.254.169.254", "::127.0.0.1",
+    "64:ff9b::7f00:1", "64:ff9b::a9fe:a9fe", "2002:7f00:1::1", "2002:a00:1::1",
+]
+
+
+async def test_peer_policy_through_real_allocations(
+    nursery: trio.Nursery, sockets: list[trio.socket.SocketType]
+) -> None:
+    info = await nursery.start(serve, turn_config(
+        allow_peer=(ipaddress.ip_network("10.9.0.0/16"), ipaddress.ip_network("198.51.100.0/24")),
+    ))
+    client = TurnClient(await udp(sockets), info.udp[0], "alice", "wonderland")
+    await client.allocate()
+    for peer in DENIED_PEERS:
+        # On this IPv4 relay, peers in IPv6 encoding are refused for their family (443)
+        # or by the policy (403); plain IPv4 ones by the policy. Never a success.
+        expected = (403,) if ":" not in peer else (403, 443)
+        reply = await client.request(Method.CREATE_PERMISSION, (Attr.XOR_PEER_ADDRESS, (peer, 9)))
+        assert code_of(reply) in expected, peer
+        reply = await client.request(
+            Method.CHANNEL_BIND, (Attr.CHANNEL_NUMBER, 0x4002), (Attr.XOR_PEER_ADDRESS, (peer, 9))
+        )
+        assert code_of(reply) in expected, peer
+    # The server's own listening address is refused too.
+    reply = await client.request(Method.CREATE_PERMISSION, (Attr.XOR_PEER_ADDRESS, info.udp[0]))
+    assert code_of(reply) == 403
+    # A mix of allowed and denied peers is refused as a whole.
+    reply = await client.request(
+        Method.CREATE_PERMISSION,
+        (Attr.XOR_PEER_ADDRESS, ("198.51.100.7", 9)), (Attr.XOR_PEER_ADDRESS, ("127.0.0.1", 9)),
+    )
+    assert code_of(reply) == 403
+    # Documentation ranges are not globally reachable: denied unless allowed.
+    reply = await client.request(
+        Method.CREATE_PERMISSION, (Attr.XOR_PEER_ADDRESS, ("203.0.113.5", 9))
+    )
+    assert code_of(reply) == 403
+    # The operator's allow-ranges get through.
+    for peer in ("198.51.100.7", "10.9.1.1"):
+        reply = await client.request(Method.CREATE_PERMISSION, (Attr.XOR_PEER_ADDRESS, (peer, 9)))
+        assert reply.cls == MessageClass.SUCCESS, peer
+    # The policy applies to Send too: nothing reaches a denied peer.
+    victim = await udp(sockets)
+    send = Message(Method.SEND, MessageClass.INDICATION, attributes=[
+        (Attr.XOR_PEER_ADDRESS, victim.getsockname()), (Attr.DATA, b"attack")])
+    await client.sock.sendto(send.encode(), info.udp[0])
+    probe = await client.request(Method.REFRESH, (Attr.LIFETIME, 600))  # round trip
+    assert probe.cls == MessageClass.SUCCESS
+    with pytest.raises(BlockingIOError):
+        victim._sock.recv(100)  # nothing arrived
+
+
+async def test_peer_policy_on_an_ipv6_relay(
+    nursery: trio.Nursery, sockets: list[trio.socket.SocketType]
+) -> None:
+    """On an IPv6 relay every IPv6 form, IPv4-mapped included, meets the policy: 403."""
+    info = await nursery.start(serve, turn_config(listen=(("::1", free_port("::1")),),
+                                                  relay_ip="::1"))
+    sock = trio.socket.socket(trio.socket.AF_INET6, trio.socket.SOCK_DGRAM)
+    sockets.append(sock)
+    await sock.bind(("::1", 0))
+    client = TurnClient(sock, info.udp[0], "alice", "wonderland")
+    reply = await client.request(
+        Method.ALLOCATE, (Attr.REQUESTED_TRANSPORT, 17), (Attr.REQUESTED_ADDRESS_FAMILY, 2)
+    )
+    assert reply.cls == MessageClass.SUCCESS, reply.get(Attr.ERROR_CODE)
+    for peer in [p for p in DENIED_PEERS if ":" in p]:
+        reply = await client.request(Method.CREATE_PERMISSION, (Attr.XOR_PEER_ADDRESS, (peer, 9)))
+        assert code_of(reply) == 403, peer
