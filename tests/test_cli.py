@@ -101,3 +101,28 @@ def test_logs_each_listener_and_stops_cleanly_on_signal(signum: int, tmp_path: P
             proc.wait()
         if proc.stderr:
             proc.stderr.close()
+
+
+def test_credentials_prints_a_working_rest_credential() -> None:
+    import base64
+    import hashlib
+    import hmac
+    import json
+
+    before = time.time()
+    result = run("credentials", "--auth-secret", "s3cret", "--user", "alice", "--ttl", "3600",
+                 "--uri", "turn:turn.example.org:3478")
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    expiry, _, user = out["username"].partition(":")
+    assert user == "alice"
+    assert before + 3600 - 1 <= int(expiry) <= time.time() + 3600
+    expected = base64.b64encode(
+        hmac.new(b"s3cret", out["username"].encode(), hashlib.sha1).digest()
+    ).decode()
+    assert out["password"] == expected
+    assert out["iceServers"] == [{
+        "urls": ["turn:turn.example.org:3478"],
+        "username": out["username"],
+        "credential": expected,
+    }]
