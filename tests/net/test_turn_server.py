@@ -20,6 +20,7 @@ from natsrv.stun import (
     Message,
     MessageClass,
     Method,
+    StreamFramer,
     decode_channel_data_untrusted,
     decode_untrusted,
     encode_channel_data,
@@ -288,3 +289,48 @@ async def test_peer_policy_on_an_ipv6_relay(
     for peer in [p for p in DENIED_PEERS if ":" in p]:
         reply = await client.request(Method.CREATE_PERMISSION, (Attr.XOR_PEER_ADDRESS, (peer, 9)))
         assert code_of(reply) == 403, peer
+
+
+async def test_external_ip_is_advertised(
+    nursery: trio.Nursery, sockets: list[trio.socket.SocketType]
+) -> None:
+    info = await nursery.start(serve, turn_config(external_ip=("203.0.113.10", PRIMARY_IP)))
+    client = TurnClient(await udp(sockets), info.udp[0], "alice", "wonderland")
+    relay = await client.allocate()
+    assert relay[0] == "203.0.113.10" and 49152 <= relay[1] <= 65535
+
+
+async def test_closing_the_tcp_connection_ends_its_allocation(nursery: trio.Nursery) -> None:
+    info = await nursery.start(serve, turn_config(relay_ports=(41000, 41009)))
+    stream = await trio.open_tcp_stream(*info.tcp[0])
+    framer = StreamFramer()
+    nonce = None
+    key = long_term_key("alice", REALM, "wonderland")
+    for _ in range(2):
+        req = Message(Method.ALLOCATE, MessageClass.REQUEST,
+                      attributes=[(Attr.REQUESTED_TRANSPORT, 17)])
+        if nonce:
+            req.attributes += [(Attr.USERNAME, "alice"), (Attr.REALM, REALM), (Attr.NONCE, nonce)]
+        await stream.send_all(req.encode(key=key if nonce else None))
+        frames: list[bytes] = []
+        with trio.fail_after(2):
+            while not frames:
+                frames = framer.feed(await stream.receive_some(4096))
+        reply = decode_untrusted(frames[0])
+        nonce = reply.get(Attr.NONCE)
+    assert reply.cls == MessageClass.SUCCESS
+    relay = reply.get(Attr.XOR_RELAYED_ADDRESS)
+    assert 41000 <= relay[1] <= 41009
+    probe = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
+    with probe:
+        with pytest.raises(OSError):
+            await probe.bind(relay)  # held by the allocation
+        await stream.aclose()
+        # The server notices the close and frees the relay port: wait for it (bounded).
+        with trio.fail_after(3):
+            while True:
+                try:
+                    await probe.bind(relay)
+                    break
+                except OSError:
+                    await trio.sleep(0.02)
