@@ -88,9 +88,23 @@ _CHANGE_TESTS = (
     Step("test3", Target.PRIMARY, change_port=True),
 )
 
+#: The classic flow compares Test I's mapping with Test I to the alternate's, so the socket
+#: doing that must never receive a datagram its NAT filters: a router that accepts such a
+#: datagram in its INPUT chain confirms a conntrack entry holding the mapped port for that
+#: sender (the alternate, for Test II), and Test I to the alternate then gets another port
+#: (the netfilter trap, tests/lab/netlab.py). Test II and Test III therefore go from the
+#: family's second socket: their replies test filtering just the same, on a mapping of
+#: their own toward the primary.
+_CLASSIC_TESTS = (
+    Step("test1", Target.PRIMARY),
+    Step("test2", Target.PRIMARY, change_ip=True, change_port=True, socket=1),
+    Step("test1_alt", Target.ALTERNATE),
+    Step("test3", Target.PRIMARY, change_port=True, socket=1),
+)
+
 #: Every step each family may send, in order; which of them run depends on the replies.
 STEPS: dict[Family, tuple[Step, ...]] = {
-    Family.CLASSIC: _CHANGE_TESTS,
+    Family.CLASSIC: _CLASSIC_TESTS,
     Family.MAPPING: (
         Step("test1", Target.PRIMARY),
         Step("test2", Target.ALT_IP_PRIMARY_PORT),
@@ -293,3 +307,45 @@ def next_lifetime_wait(
     if lower is None:
         return None if upper <= resolution else upper / 2
     return None if upper - lower <= resolution else (lower + upper) / 2
+
+
+def lifetime_waits(
+    trials: Sequence[tuple[float, bool]],
+    *,
+    first: float = LIFETIME_FIRST_S,
+    limit: float = LIFETIME_LIMIT_S,
+    resolution: float = LIFETIME_RESOLUTION_S,
+    parallel: int = 3,
+) -> list[float]:
+    """The waits of the next round of trials run side by side (each trial has its own
+    sockets, so trials do not disturb each other), or [] when done.
+
+    The first round is the whole doubling series ``first, 2·first, ...`` up to and
+    including ``limit``; each later round splits the bracket between the longest wait
+    survived and the shortest not survived into ``parallel + 1`` equal parts, so a round
+    narrows it by that factor where ``next_lifetime_wait`` halves it. Done, as there,
+    when the bracket is within ``resolution``, the binding outlived ``limit``, or the
+    trials contradict each other."""
+    if parallel < 1:
+        raise ValueError("parallel must be at least 1")
+    if not trials:
+        waits = []
+        wait = first
+        while wait < limit:
+            waits.append(wait)
+            wait *= 2
+        return [*waits, limit]
+    found = binding_lifetime(trials)
+    if not found.consistent:
+        return []
+    lower, upper = found.lower_s, found.upper_s
+    if upper is None:
+        assert lower is not None
+        if lower >= limit:
+            return []
+        return [w for w in lifetime_waits((), first=lower * 2, limit=limit) if w > lower]
+    low = 0.0 if lower is None else lower
+    if upper - low <= resolution:
+        return []
+    step = (upper - low) / (parallel + 1)
+    return [low + step * i for i in range(1, parallel + 1)]

@@ -82,6 +82,8 @@ class ReasonCode(StrEnum):
     LIFETIME_EXPIRED_AT_EVERY_WAIT = "lifetime-expired-at-every-wait"
     LIFETIME_INCONSISTENT = "lifetime-inconsistent"
     LIFETIME_TOO_SHORT = "lifetime-too-short"
+    LIFETIME_UNSUPPORTED = "lifetime-unsupported"
+    SERVERS_DISAGREE = "servers-disagree"
 
 
 # --------------------------------------------------------------------------- observations
@@ -97,7 +99,8 @@ class Probe:
     from (``recvfrom``); the transport must fill it. ``response_origin`` is RESPONSE-ORIGIN
     (RFC 5780 §7.3) or SOURCE-ADDRESS (RFC 3489 §11.2.5), the server's own view;
     ``other_address`` is OTHER-ADDRESS (RFC 5780 §7.4) or CHANGED-ADDRESS (RFC 3489
-    §11.2.3). ``local`` is the address of the socket that sent the request.
+    §11.2.3). ``local`` is the address of the socket that sent the request;
+    ``attempts`` how many times it was sent (RFC 8489 §6.2.1 retransmissions).
     """
 
     name: str
@@ -113,6 +116,7 @@ class Probe:
     error_code: int | None = None
     rtt_ms: float | None = None
     local: Endpoint | None = None
+    attempts: int | None = None
 
     @property
     def flags(self) -> tuple[str, ...]:
@@ -1053,20 +1057,24 @@ def combine(
                 f"RFC 5780 test found {rfc5780.mapping.behavior} mapping, so the NAT is {r}"
             )
 
-    alg = False
-    for probe in probes:
-        if (
-            probe.mapped is not None
-            and probe.legacy_mapped is not None
-            and not same_endpoint(probe.mapped, probe.legacy_mapped)
-        ):
-            alg = True
-            notes.append(
-                f"MAPPED-ADDRESS {_fmt(probe.legacy_mapped)} differs from XOR-MAPPED-ADDRESS "
-                f"{_fmt(probe.mapped)} in the reply to {probe.name}: a router ALG rewrites "
-                "addresses inside packets, which often breaks SIP and STUN (turn off "
-                "'SIP ALG' on the router)"
-            )
+    rewritten = [
+        probe
+        for probe in probes
+        if probe.mapped is not None
+        and probe.legacy_mapped is not None
+        and not same_endpoint(probe.mapped, probe.legacy_mapped)
+    ]
+    alg = bool(rewritten)
+    if rewritten:  # one note, naming the first reply: every reply usually shows it
+        first = rewritten[0]
+        more = len(rewritten) - 1
+        notes.append(
+            f"MAPPED-ADDRESS {_fmt(first.legacy_mapped)} differs from XOR-MAPPED-ADDRESS "
+            f"{_fmt(first.mapped)} in the reply to {first.name}"
+            + (f" (and in {more} other replies)" if more else "")
+            + ": a router ALG rewrites addresses inside packets, which often breaks SIP "
+            "and STUN (turn off 'SIP ALG' on the router)"
+        )
     mapped = rfc5780.mapped or classic.mapped
     local = rfc5780.local or classic.local
     cgnat = False

@@ -20,7 +20,7 @@ def test_sans_io_modules_import_neither_trio_nor_socket() -> None:
         "import natsrv.stun, natsrv.core\n"
         "names = [m.name for p in (natsrv.stun, natsrv.core)\n"
         "         for m in pkgutil.iter_modules(p.__path__, p.__name__ + '.')]\n"
-        "names += ['classifier.verdict', 'classifier.plan']\n"
+        "names += ['classifier.verdict', 'classifier.plan', 'classifier.crosscheck']\n"
         "for n in names:\n"
         "    try:\n"
         "        importlib.import_module(n)\n"
