@@ -357,7 +357,10 @@ class TurnServer:
         now: float,
         effects: list[Effect],
     ) -> None:
-        if not self.limiter.allow(five_tuple[1][0], now):
+        # Only UDP sources can be spoofed to make us a reflector; over TCP/TLS the
+        # handshake proved the address, and a silent drop would leave the client hanging
+        # (no retransmission on streams).
+        if five_tuple[0] == "udp" and not self.limiter.allow(five_tuple[1][0], now):
             self.counters["unauth_dropped"] += 1
             return
         if isinstance(exc, Challenge):

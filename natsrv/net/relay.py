@@ -159,6 +159,8 @@ class TurnShell:
         recvfrom = sock.recvfrom
         try:
             while True:
+                if sock.fileno() < 0:
+                    return  # closed (allocation gone) before or while this task ran
                 await wait_readable(sock)
                 now = time.time()
                 for _ in range(BATCH):
@@ -187,7 +189,7 @@ class TurnShell:
                     self.send_to_client(five_tuple, out)
                 else:
                     await trio.lowlevel.checkpoint()
-        except (trio.ClosedResourceError, OSError):
+        except (trio.ClosedResourceError, OSError, ValueError):
             return
 
     # -- time and connections ----------------------------------------------------------

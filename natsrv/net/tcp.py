@@ -113,6 +113,9 @@ async def serve_stream(
                         await result
         except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError, OSError):
             pass
+        except Exception:  # a bug in one connection must never stop the server
+            counters["stream_handler_errors"] += 1
+            log.exception("error serving %s connection from %s", kind, peer)
         finally:
             open_count -= 1
             gauges[f"{kind}_connections"] = open_count
@@ -151,7 +154,10 @@ async def _serve_connection(
         with trio.CancelScope() as idle:
             idle.deadline = trio.current_time() + idle_timeout
             while True:
-                data = await conn.stream.receive_some(65536)
+                try:
+                    data = await conn.stream.receive_some(65536)
+                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                    break  # reset, or TLS closed without close_notify: this connection only
                 if not data:
                     break
                 try:

@@ -80,6 +80,11 @@ async def serve_udp(
             except ParseError:
                 counters["dropped_malformed"] += 1
                 continue
+            except Exception:  # a bug must cost one datagram, never the listener
+                counters["handler_errors"] += 1
+                if counters["handler_errors"] <= 10:
+                    log.exception("error handling a datagram from %s", src)
+                continue
             if reply is None:
                 continue
             if type(reply) is list:

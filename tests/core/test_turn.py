@@ -852,6 +852,14 @@ def test_unauthenticated_answers_are_rate_limited_per_ip() -> None:
         assert error_code(answer) == 437
 
 
+def test_unauthenticated_answers_over_streams_are_not_dropped() -> None:
+    server, _ = make_server(unauth_rate=5.0, unauth_global_rate=0.0)
+    request = Message(Method.ALLOCATE, MessageClass.REQUEST).add(Attr.REQUESTED_TRANSPORT, 17)
+    tcp = ("tcp", FT[1], FT[2])
+    assert all(server.handle(wire(request), tcp, NOW) for _ in range(20))
+    assert server.counters["unauth_dropped"] == 0
+
+
 def test_unauthenticated_flood_creates_no_state() -> None:
     server, opener = make_server(unauth_rate=20.0, unauth_table_size=1024)
     request = Message(Method.ALLOCATE, MessageClass.REQUEST).add(Attr.REQUESTED_TRANSPORT, 17)
