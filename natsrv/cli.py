@@ -78,6 +78,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
 def run_serve(args: argparse.Namespace) -> int:
     import trio
 
+    from .fdlimit import SPARE_FILES, raise_nofile_limit
     from .net.serve import serve
 
     try:
@@ -89,6 +90,12 @@ def run_serve(args: argparse.Namespace) -> int:
         level=config.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
+    )
+    # One relay socket per allocation and one descriptor per TCP/TLS client.
+    raise_nofile_limit(
+        (config.max_allocations if config.turn_enabled else 0)
+        + (config.tcp_max_connections if config.tcp or config.tls_enabled else 0)
+        + SPARE_FILES
     )
 
     async def main() -> None:

@@ -131,6 +131,10 @@ class Config:
     bandwidth: int = 0
     #: 401 answers per source IP per second (the server must be a poor reflector).
     unauth_rate: float = 20.0
+    #: 401 answers per second from the whole server, all sources together; 0 means no
+    #: limit. 10000 lets 8k new allocations/s get their challenge while bounding the
+    #: reflected traffic to about 8 Mbit/s (~100-byte answers).
+    unauth_global_rate: float = 10000.0
     #: ``ipv4`` (RFC 8656 §7.2 default) or ``listener``: the family of the listening socket.
     default_family: str = "ipv4"
     extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
@@ -278,6 +282,7 @@ _PARSERS: dict[str, tuple[str, Any]] = {
     "max-channels": ("max_channels", lambda k, v: parse_count(k, v, minimum=1)),
     "bandwidth": ("bandwidth", lambda k, v: parse_count(k, v)),
     "unauth-rate": ("unauth_rate", lambda k, v: parse_seconds(k, v)),
+    "unauth-global-rate": ("unauth_global_rate", lambda k, v: parse_seconds(k, v)),
     "default-family": ("default_family", lambda k, v: str(v)),
 }
 

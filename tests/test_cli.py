@@ -1,9 +1,13 @@
 """The ``natsrv serve`` command as an operator runs it: start-up lines, config errors,
-and a clean stop on SIGINT/SIGTERM."""
+the open-file limit it raises, and a clean stop on SIGINT/SIGTERM."""
 
 from __future__ import annotations
 
+import os
+import resource
+import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -11,6 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from natsrv.fdlimit import DEFAULT_CEILING, nofile_soft_limit
+from natsrv.stun import MessageClass, Method, decode_untrusted
+from natsrv.stun.message import encode_message
 from tests.conftest import free_port
 
 NATSRV = [sys.executable, "-m", "natsrv"]
@@ -18,6 +25,15 @@ NATSRV = [sys.executable, "-m", "natsrv"]
 
 def run(*args: str, timeout: float = 20) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*NATSRV, *args], capture_output=True, text=True, timeout=timeout)
+
+
+def reap(proc: subprocess.Popen[str]) -> None:
+    """Kill (if still running) and wait for a server this test started; close its pipe."""
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+    if proc.stderr:
+        proc.stderr.close()
 
 
 @pytest.mark.parametrize(
@@ -58,6 +74,12 @@ def test_bad_config_file(tmp_path: Path) -> None:
     path.write_text("listen = [\n")
     result = run("serve", "--config", str(path))
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
+    path.write_text('unauth-global-rate = "lots"\n')
+    result = run("serve", "--config", str(path))
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "natsrv: config: unauth-global-rate: not a number of seconds: 'lots'"
+    )
 
 
 def test_unknown_flag_is_one_line() -> None:
@@ -96,11 +118,7 @@ def test_logs_each_listener_and_stops_cleanly_on_signal(signum: int, tmp_path: P
         assert proc.wait(timeout=5) == 0
         assert time.monotonic() - start < 1.0
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        if proc.stderr:
-            proc.stderr.close()
+        reap(proc)
 
 
 def test_credentials_prints_a_working_rest_credential() -> None:
@@ -126,3 +144,98 @@ def test_credentials_prints_a_working_rest_credential() -> None:
         "username": out["username"],
         "credential": expected,
     }]
+
+
+# -- The open-file limit -------------------------------------------------------------------
+INF = resource.RLIM_INFINITY
+
+
+@pytest.mark.parametrize(
+    ("soft", "hard", "ceiling", "expected"),
+    [
+        (1024, 524288, DEFAULT_CEILING, 524288),  # up to the hard limit
+        (1024, 1024, DEFAULT_CEILING, 1024),  # nothing to gain
+        (1024, INF, 2_000_000, 2_000_000),  # unlimited: the kernel's nr_open
+        (1024, INF, DEFAULT_CEILING, DEFAULT_CEILING),
+        (4_000_000, INF, DEFAULT_CEILING, 4_000_000),  # never lowered
+        (INF, INF, DEFAULT_CEILING, INF),
+    ],
+)
+def test_nofile_soft_limit(soft: int, hard: int, ceiling: int, expected: int) -> None:
+    assert nofile_soft_limit(soft, hard, ceiling=ceiling) == expected
+
+
+def wait_until_answering(
+    proc: subprocess.Popen[str], addr: tuple[str, int], timeout: float = 15.0
+) -> None:
+    """Send STUN Binding requests to ``addr`` until one is answered, for at most
+    ``timeout`` seconds; fail if the server exits first."""
+    tid = secrets.token_bytes(12)
+    request = encode_message(Method.BINDING, MessageClass.REQUEST, tid, [])
+    deadline = time.monotonic() + timeout
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.settimeout(0.1)
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                stderr = proc.stderr.read() if proc.stderr else ""
+                pytest.fail(f"natsrv exited with {proc.returncode}: {stderr}")
+            probe.sendto(request, addr)
+            try:
+                data = probe.recv(2048)
+            except (TimeoutError, ConnectionRefusedError):
+                continue
+            answer = decode_untrusted(data)
+            if answer.transaction_id == tid and answer.cls == MessageClass.SUCCESS:
+                return
+    pytest.fail(f"no Binding answer from {addr} within {timeout} s")
+
+
+def soft_nofile_of(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
+        if line.startswith("Max open files"):
+            soft = line.split()[3]
+            return INF if soft == "unlimited" else int(soft)
+    raise AssertionError("no open-file limit in /proc limits")
+
+
+def nr_open() -> int:
+    try:
+        return int(Path("/proc/sys/fs/nr_open").read_text())
+    except (OSError, ValueError):
+        return DEFAULT_CEILING
+
+
+@pytest.mark.parametrize("lower_hard", [False, True])
+def test_serve_raises_the_open_file_limit(lower_hard: bool) -> None:
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if lower_hard or (hard != INF and hard < 512):
+        hard = 512
+    expected = nofile_soft_limit(256, hard, ceiling=nr_open())
+    # TURN on: max-allocations (10000) + tcp-max-connections (2000) + 64 descriptors.
+    need = 10000 + 2000 + 64
+
+    def lower_soft_limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [*NATSRV, "serve", "--listen", f"127.0.0.1:{port}", "--user", "alice:secret"],
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lower_soft_limit,
+    )
+    try:
+        wait_until_answering(proc, ("127.0.0.1", port))
+        assert soft_nofile_of(proc.pid) == expected
+        os.kill(proc.pid, signal.SIGTERM)
+        assert proc.wait(timeout=5) == 0
+        assert proc.stderr is not None
+        warnings = [line for line in proc.stderr.read().splitlines() if "open-file limit" in line]
+        if expected != INF and expected < need:
+            assert len(warnings) == 1
+            assert f"open-file limit is {expected}, below the {need}" in warnings[0]
+            assert "WARNING" in warnings[0] and "max-allocations" in warnings[0]
+        else:
+            assert warnings == []
+    finally:
+        reap(proc)
