@@ -43,8 +43,8 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-SOURCE = HERE / "stunload.c"
 BIN_DIR = HERE / "bin"
+COMMON_HEADER = HERE / "loadcommon.h"
 MAGIC = 0x2112A442
 ALL_SERVERS = ("coturn", "natsrv", "python", "c-echo")
 DEFAULT_NATSRV_CMD = "{python} -m natsrv serve --listen {listen} --log-level warning"
@@ -58,20 +58,22 @@ class BenchError(RuntimeError):
 # ---------------------------------------------------------------- the load generator
 
 
-def build_stunload(cc: str, force: bool = False) -> Path:
-    """Compile stunload.c into bin/ unless an up-to-date binary is there."""
+def build_tool(name: str, cc: str, force: bool = False) -> Path:
+    """Compile benchmarks/NAME.c into bin/ unless an up-to-date binary is there."""
     BIN_DIR.mkdir(exist_ok=True)
-    exe = BIN_DIR / "stunload"
-    if not force and exe.exists() and exe.stat().st_mtime >= SOURCE.stat().st_mtime:
+    source = HERE / f"{name}.c"
+    exe = BIN_DIR / name
+    newest = max(source.stat().st_mtime, COMMON_HEADER.stat().st_mtime)
+    if not force and exe.exists() and exe.stat().st_mtime >= newest:
         return exe
     compiler = shutil.which(cc)
     if compiler is None:
         raise BenchError(f"C compiler {cc!r} not found (set --cc or CC)")
-    tmp = BIN_DIR / f".stunload.{os.getpid()}"
-    cmd = [compiler, "-O2", "-Wall", "-Wextra", "-o", str(tmp), str(SOURCE)]
+    tmp = BIN_DIR / f".{name}.{os.getpid()}"
+    cmd = [compiler, "-O2", "-Wall", "-Wextra", "-o", str(tmp), str(source)]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     if result.returncode != 0:
-        raise BenchError(f"compiling stunload failed:\n{result.stderr}")
+        raise BenchError(f"compiling {name} failed:\n{result.stderr}")
     tmp.replace(exe)
     return exe
 
@@ -79,15 +81,16 @@ def build_stunload(cc: str, force: bool = False) -> Path:
 def run_stunload(
     exe: Path, cpu: int, mode: str, target: str, options: list[str], budget_s: float
 ) -> dict[str, Any]:
-    """Run one stunload phase pinned to ``cpu`` and return its JSON report."""
+    """Run one phase of a generator (stunload, turnload: ``EXE MODE -t TARGET ...``)
+    pinned to ``cpu`` and return its JSON report."""
     cmd = ["taskset", "-c", str(cpu), str(exe), mode, "-t", target, *options]
     try:
         result = subprocess.run(cmd, capture_output=True, text=True, timeout=budget_s)
     except subprocess.TimeoutExpired:
         # subprocess.run kills its own child (the one it started) on timeout.
-        raise BenchError(f"stunload {mode} did not finish within {budget_s:.0f} s")
+        raise BenchError(f"{exe.name} {mode} did not finish within {budget_s:.0f} s")
     if result.returncode != 0:
-        raise BenchError(f"stunload {mode} failed ({result.returncode}): {result.stderr.strip()}")
+        raise BenchError(f"{exe.name} {mode} failed ({result.returncode}): {result.stderr.strip()}")
     report: dict[str, Any] = json.loads(result.stdout)
     return report
 
@@ -234,30 +237,36 @@ def wait_quiet(cpus: list[int], max_wait: float, threshold: float) -> float:
 # ---------------------------------------------------------------- servers
 
 
+def coturn_command(executable: str, ip: str, port: int, *extra: str) -> list[str]:
+    """coturn with one relay thread, UDP only, loopback only, no CLI, RFC 5780 off (it
+    needs two addresses), its pid file and user database in ``{tmp}``; plus ``extra``."""
+    turnserver = shutil.which(executable)
+    if turnserver is None:
+        raise BenchError(f"{executable!r} not found (apt-get install coturn)")
+    return [
+        turnserver,
+        "-n",  # no configuration file
+        "--listening-ip", ip,
+        "--listening-port", str(port),
+        "--relay-threads", "1",
+        "--no-rfc5780",
+        "--no-tls",
+        "--no-dtls",
+        "--no-tcp",
+        "--no-tcp-relay",
+        "--no-cli",
+        "--log-file", "stdout",
+        "--simple-log",
+        "--pidfile", "{tmp}/turnserver.pid",
+        "--userdb", "{tmp}/turndb",  # not the system database
+        *extra,
+    ]  # fmt: skip
+
+
 def server_command(name: str, args: argparse.Namespace, exe: Path, ip: str, port: int) -> list[str]:
     bound = str(int(args.server_lifetime))
     if name == "coturn":
-        turnserver = shutil.which(args.turnserver)
-        if turnserver is None:
-            raise BenchError(f"{args.turnserver!r} not found (apt-get install coturn)")
-        return [
-            turnserver,
-            "-n",  # no configuration file
-            "--listening-ip", ip,
-            "--listening-port", str(port),
-            "--relay-threads", "1",
-            "--stun-only",
-            "--no-rfc5780",
-            "--no-tls",
-            "--no-dtls",
-            "--no-tcp",
-            "--no-tcp-relay",
-            "--no-cli",
-            "--log-file", "stdout",
-            "--simple-log",
-            "--pidfile", "{tmp}/turnserver.pid",
-            "--userdb", "{tmp}/turndb",  # not the system database
-        ]  # fmt: skip
+        return coturn_command(args.turnserver, ip, port, "--stun-only")
     if name == "natsrv":
         template = args.natsrv_cmd
         return [
@@ -536,6 +545,47 @@ def loopback_ip(text: str) -> str:
     return text
 
 
+def add_machine_arguments(parser: argparse.ArgumentParser, tool: str) -> None:
+    """The options every side-by-side benchmark here shares: CPUs, quiet machine, build."""
+    parser.add_argument("--server-cpu", type=int, default=0, help="CPU for the server")
+    parser.add_argument("--load-cpu", type=int, default=1, help="CPU for the generator")
+    parser.add_argument(
+        "--ready-timeout", type=float, default=20.0, help="seconds to wait for a server to answer"
+    )
+    parser.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=20.0,
+        help="before each phase wait up to this long for idle CPUs (0: don't)",
+    )
+    parser.add_argument(
+        "--quiet-threshold", type=float, default=0.05, help="CPU busy fraction that counts as idle"
+    )
+    parser.add_argument(
+        "--disturbed",
+        type=float,
+        default=0.05,
+        help="a run is disturbed when other processes used more than this fraction of a CPU",
+    )
+    parser.add_argument(
+        "--retries", type=int, default=2, help="re-runs of a disturbed phase (best kept)"
+    )
+    parser.add_argument("--cc", default=os.environ.get("CC", "gcc"), help="C compiler")
+    parser.add_argument("--rebuild", action="store_true", help=f"recompile {tool}")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def check_machine_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    available = os.sched_getaffinity(0)
+    for cpu in (args.server_cpu, args.load_cpu):
+        if cpu not in available:
+            parser.error(f"CPU {cpu} is not available (have {sorted(available)})")
+    if args.server_cpu == args.load_cpu:
+        parser.error("--server-cpu and --load-cpu must differ")
+    if shutil.which("taskset") is None:
+        parser.error("taskset (util-linux) is required")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__.splitlines()[0],
@@ -581,32 +631,7 @@ def main() -> int:
     parser.add_argument(
         "--fingerprint", action="store_true", help="requests carry a FINGERPRINT attribute"
     )
-    parser.add_argument("--server-cpu", type=int, default=0, help="CPU for the server")
-    parser.add_argument("--load-cpu", type=int, default=1, help="CPU for the generator")
-    parser.add_argument(
-        "--ready-timeout", type=float, default=20.0, help="seconds to wait for a server to answer"
-    )
-    parser.add_argument(
-        "--quiet-wait",
-        type=float,
-        default=20.0,
-        help="before each phase wait up to this long for idle CPUs (0: don't)",
-    )
-    parser.add_argument(
-        "--quiet-threshold", type=float, default=0.05, help="CPU busy fraction that counts as idle"
-    )
-    parser.add_argument(
-        "--disturbed",
-        type=float,
-        default=0.05,
-        help="a run is disturbed when other processes used more than this fraction of a CPU",
-    )
-    parser.add_argument(
-        "--retries", type=int, default=2, help="re-runs of a disturbed phase (best kept)"
-    )
-    parser.add_argument("--cc", default=os.environ.get("CC", "gcc"), help="C compiler")
-    parser.add_argument("--rebuild", action="store_true", help="recompile stunload")
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    add_machine_arguments(parser, tool="stunload")
     args = parser.parse_args()
 
     if args.duration <= 0 or args.duration > 600 or args.warmup < 0 or args.warmup > 60:
@@ -615,14 +640,7 @@ def main() -> int:
         parser.error("--repeat must be 1..20 and --retries 0..10")
     if not 1 <= args.sockets <= 64 or not 1 <= args.window <= 65536:
         parser.error("--sockets must be 1..64 and --window 1..65536")
-    available = os.sched_getaffinity(0)
-    for cpu in (args.server_cpu, args.load_cpu):
-        if cpu not in available:
-            parser.error(f"CPU {cpu} is not available (have {sorted(available)})")
-    if args.server_cpu == args.load_cpu:
-        parser.error("--server-cpu and --load-cpu must differ")
-    if shutil.which("taskset") is None:
-        parser.error("taskset (util-linux) is required")
+    check_machine_arguments(parser, args)
     per_server = (args.repeat + 1) * (args.retries + 1)
     # Each server lives at most this long (the baselines stop by themselves).
     args.server_lifetime = (
@@ -630,7 +648,7 @@ def main() -> int:
     )
 
     try:
-        exe = build_stunload(args.cc, args.rebuild)
+        exe = build_tool("stunload", args.cc, args.rebuild)
     except BenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -25,74 +25,14 @@
  * in-flight responses for a short while and prints one JSON object on stdout. Every mode
  * stops by itself. Only 127.0.0.0/8 targets are accepted.
  */
-#define _GNU_SOURCE
-#include <arpa/inet.h>
-#include <errno.h>
-#include <getopt.h>
-#include <netinet/in.h>
-#include <poll.h>
-#include <signal.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/random.h>
-#include <sys/resource.h>
-#include <sys/socket.h>
-#include <time.h>
-#include <unistd.h>
+#include "loadcommon.h"
 
-#define MAGIC 0x2112A442u
 #define BATCH 64
 #define MAX_SOCKETS 64
 #define MAX_MSG 1500
 #define HIST_US 100000 /* 1 us buckets up to 100 ms */
 #define RATE_SLOTS (1u << 18)
 #define DRAIN_NS 200000000ull
-
-static volatile sig_atomic_t stop_flag;
-static void on_signal(int sig) { (void)sig; stop_flag = 1; }
-
-static uint64_t now_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-/* xoshiro256** */
-static uint64_t rs[4];
-static inline uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
-static inline uint64_t rnd(void) {
-    uint64_t r = rotl(rs[1] * 5, 7) * 9, t = rs[1] << 17;
-    rs[2] ^= rs[0]; rs[3] ^= rs[1]; rs[1] ^= rs[2]; rs[0] ^= rs[3];
-    rs[2] ^= t; rs[3] = rotl(rs[3], 45);
-    return r;
-}
-static void seed(void) {
-    if (getrandom(rs, sizeof rs, 0) != (ssize_t)sizeof rs) {
-        uint64_t x = now_ns() ^ (uint64_t)getpid() << 32;
-        for (int i = 0; i < 4; i++) { x += 0x9E3779B97F4A7C15ull; rs[i] = x ^ (x >> 31); }
-    }
-}
-
-static uint32_t crc_table[256];
-static void crc_init(void) {
-    for (uint32_t i = 0; i < 256; i++) {
-        uint32_t c = i;
-        for (int k = 0; k < 8; k++) c = c & 1 ? 0xEDB88320u ^ (c >> 1) : c >> 1;
-        crc_table[i] = c;
-    }
-}
-static uint32_t crc32(const uint8_t *p, size_t n) {
-    uint32_t c = 0xFFFFFFFFu;
-    for (size_t i = 0; i < n; i++) c = crc_table[(c ^ p[i]) & 0xFF] ^ (c >> 8);
-    return c ^ 0xFFFFFFFFu;
-}
-
-static void put16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)(v >> 8); p[1] = (uint8_t)v; }
-static void put32(uint8_t *p, uint32_t v) { put16(p, (uint16_t)(v >> 16)); put16(p + 2, (uint16_t)v); }
-static uint16_t get16(const uint8_t *p) { return (uint16_t)(p[0] << 8 | p[1]); }
-static uint32_t get32(const uint8_t *p) { return (uint32_t)get16(p) << 16 | get16(p + 2); }
 
 /* ---- options ---- */
 struct opts {
@@ -101,26 +41,6 @@ struct opts {
     double duration, warmup, rate;
     int sockets, window, timeout_ms, fingerprint, busy;
 };
-
-static int parse_addr(const char *s, struct sockaddr_in *out) {
-    char host[64];
-    const char *colon = strrchr(s, ':');
-    if (!colon || (size_t)(colon - s) >= sizeof host) return -1;
-    memcpy(host, s, (size_t)(colon - s));
-    host[colon - s] = 0;
-    char *end;
-    long port = strtol(colon + 1, &end, 10);
-    if (*end || port < 1 || port > 65535) return -1;
-    memset(out, 0, sizeof *out);
-    out->sin_family = AF_INET;
-    out->sin_port = htons((uint16_t)port);
-    if (inet_pton(AF_INET, host, &out->sin_addr) != 1) return -1;
-    if ((ntohl(out->sin_addr.s_addr) >> 24) != 127) {
-        fprintf(stderr, "stunload: only 127.0.0.0/8 addresses are allowed\n");
-        return -1;
-    }
-    return 0;
-}
 
 static void usage(void) {
     fprintf(stderr,
@@ -334,10 +254,7 @@ static int read_batch(int si, int rearm, uint64_t t_measure0, uint64_t t_end) {
 }
 
 static void report(const char *mode, double measured_s, double extra_rate) {
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    double cpu = (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
-                 (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
+    double cpu = cpu_seconds();
     char ip[INET_ADDRSTRLEN];
     inet_ntop(AF_INET, &o.addr.sin_addr, ip, sizeof ip);
     printf("{\"mode\": \"%s\", \"target\": \"%s:%u\", \"sockets\": %d, \"window\": %d, "

@@ -157,6 +157,33 @@ class Allocation:
         return True
 
 
+class _SecretPool:
+    """``secrets.randbelow`` without a getrandom() system call per use: the bytes come
+    from ``secrets.token_bytes`` in blocks and are used once each."""
+
+    __slots__ = ("_buf", "_pos")
+
+    def __init__(self) -> None:
+        self._buf = b""
+        self._pos = 0
+
+    def randbelow(self, n: int) -> int:
+        if not 0 < n <= 1 << 32:
+            return secrets.randbelow(n)
+        limit = (1 << 32) - (1 << 32) % n  # rejection sampling: no modulo bias
+        while True:
+            if self._pos + 4 > len(self._buf):
+                self._buf = secrets.token_bytes(4096)
+                self._pos = 0
+            value = int.from_bytes(self._buf[self._pos : self._pos + 4], "big")
+            self._pos += 4
+            if value < limit:
+                return value % n
+
+
+_POOL = _SecretPool()
+
+
 @dataclass(slots=True, eq=False)
 class Reservation:
     """A relay port held for a later Allocate with RESERVATION-TOKEN (RFC 8656 §7.2)."""
@@ -202,7 +229,7 @@ class RelayPorts:
         if last < first:
             return None
         count = (last - first) // step + 1
-        start = secrets.randbelow(count)
+        start = _POOL.randbelow(count)
         in_use = self.in_use
         opener = self.opener
         attempts = 0

@@ -96,10 +96,13 @@ def password_key(username: str, realm: str, password: str, algorithm: int = MD5)
 class StaticUsers:
     """Users and passwords fixed in the configuration (``--user NAME:PASSWORD``)."""
 
-    __slots__ = ("_passwords",)
+    __slots__ = ("_keys", "_passwords")
 
     def __init__(self, users: Mapping[str, str]) -> None:
         self._passwords: dict[str, str] = dict(users)
+        # Derived keys, computed once per (user, realm, algorithm) actually asked for;
+        # bounded: only names in ``users`` and only the realms the server serves.
+        self._keys: dict[tuple[str, str, int], bytes | None] = {}
 
     def __repr__(self) -> str:
         return f"StaticUsers(<{len(self._passwords)} users>)"
@@ -114,10 +117,16 @@ class StaticUsers:
     def key_for(self, username: str, realm: str, now: float, algorithm: int = MD5) -> bytes | None:
         if algorithm not in ALL_ALGORITHMS:
             return None
+        cached = self._keys.get((username, realm, algorithm))
+        if cached is not None:
+            return cached
         password = self._passwords.get(username)
         if password is None:
             return None
-        return password_key(username, realm, password, algorithm)
+        key = password_key(username, realm, password, algorithm)
+        if len(self._keys) < 64 * len(self._passwords) + 64:
+            self._keys[(username, realm, algorithm)] = key
+        return key
 
     def keys_for(
         self, username: str, realm: str, now: float, algorithm: int = MD5

@@ -40,6 +40,7 @@ from enum import IntFlag
 from ipaddress import IPv4Address, IPv6Address
 from typing import Literal, TypeAlias
 
+from ..stun.attributes import pack_ip
 from .policy import canonical_peer
 
 NonceStatus: TypeAlias = Literal["ok", "stale", "invalid"]
@@ -76,6 +77,11 @@ def nonce_cookie(features: int) -> str:
 def _client_ip(client_addr: ClientAddress) -> bytes:
     """Packed canonical IP (an IPv4-mapped IPv6 client is the IPv4 client)."""
     host = client_addr[0] if isinstance(client_addr, tuple) else client_addr
+    if type(host) is str and ":" not in host:
+        try:  # the common case, a dotted quad from recvfrom: the codec's cached packing
+            return pack_ip(host)
+        except ValueError:
+            pass  # canonical_peer below says what is wrong with it
     return canonical_peer(host).packed
 
 
@@ -131,25 +137,33 @@ class NonceFactory:
         """ "ok", "stale" (authentic but expired: answer 438) or "invalid" (not ours,
         tampered, malformed or issued to another IP: answer 401 with a fresh nonce).
         Never raises."""
-        if not isinstance(nonce, str) or len(nonce) != self.nonce_length:
+        window = self.valid_window(nonce, client_addr)
+        if window is None:
             return "invalid"
+        # A nonce from the future (the clock stepped back) is stale, not ok: its
+        # lifetime would otherwise stretch by the size of the step.
+        if window[0] <= now < window[1]:
+            return "ok"
+        return "stale"
+
+    def valid_window(self, nonce: object, client_addr: ClientAddress) -> tuple[float, float] | None:
+        """``(issued, issued + lifetime)`` for an authentic nonce of this client IP, None
+        for anything else. Never raises."""
+        if not isinstance(nonce, str) or len(nonce) != self.nonce_length:
+            return None
         cookie = self.cookie
         if not nonce.startswith(cookie):
-            return "invalid"
+            return None
         body = nonce[len(cookie) :]
         if _BODY.fullmatch(body) is None:
-            return "invalid"
+            return None
         raw = base64.urlsafe_b64decode(body)
         issued, tag = raw[: _ISSUED.size], raw[_ISSUED.size :]
         try:
             ip = _client_ip(client_addr)
         except (ValueError, TypeError, IndexError):
-            return "invalid"
+            return None
         if not hmac.compare_digest(tag, self._tag(issued, ip)):
-            return "invalid"
-        age = now - _ISSUED.unpack(issued)[0]
-        # A nonce from the future (the clock stepped back) is stale, not ok: its
-        # lifetime would otherwise stretch by the size of the step.
-        if 0 <= age < self.lifetime:
-            return "ok"
-        return "stale"
+            return None
+        start = float(_ISSUED.unpack(issued)[0])
+        return start, start + self.lifetime

@@ -48,6 +48,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..stun.attributes import CODECS, AddressErrorCode, ErrorCodeValue
 from ..stun.constants import (
+    HEADER_SIZE,
     MAGIC_COOKIE_BYTES,
     REASONS,
     TRANSPORT_UDP,
@@ -68,7 +69,8 @@ from ..stun.errors import (
     UnsupportedTransport,
     WrongCredentials,
 )
-from ..stun.message import Message, message_type
+from ..stun.integrity import fingerprint
+from ..stun.message import Message, encode_message, message_type
 from .allocation import (
     CHANNEL_MAX,
     CHANNEL_MIN,
@@ -108,6 +110,7 @@ _INF = float("inf")
 MAX_DATA_INDICATION_PAYLOAD = 65504
 
 _ATTR = struct.Struct(">HH")
+_U32 = struct.Struct(">I")
 _DATA_INDICATION_TYPE = message_type(Method.DATA, MessageClass.INDICATION)
 _encode_xor_address = CODECS[Attr.XOR_PEER_ADDRESS][1]
 
@@ -146,7 +149,9 @@ class TurnSettings:
     any address of ``public``'s family) are advertised as ``public``. Times are
     seconds, ``bandwidth`` bytes per second per allocation (0: no cap) with bursts of
     ``bandwidth_burst`` bytes (default: max(bandwidth, 65536)); ``unauth_rate`` is
-    answers per second per source IP to unauthenticated requests (0: no limit).
+    answers per second per source IP to unauthenticated requests and
+    ``unauth_global_rate`` answers per second to them from the whole server (0: no
+    limit).
     """
 
     realm: str = "natsrv"
@@ -167,7 +172,7 @@ class TurnSettings:
     bandwidth: int = 0
     bandwidth_burst: int | None = None
     unauth_rate: float = 20.0
-    unauth_global_rate: float = 1000.0
+    unauth_global_rate: float = 10000.0
     unauth_table_size: int = 4096
     #: ``"ipv4"`` (RFC 8656 §7.2) or ``"listener"``: the family of the server address
     #: the Allocate arrived on, when the request names no family.
@@ -208,6 +213,7 @@ class TurnSettings:
             max_channels=config.max_channels,
             bandwidth=config.bandwidth,
             unauth_rate=config.unauth_rate,
+            unauth_global_rate=config.unauth_global_rate,
             default_family=config.default_family,
         )
 
@@ -288,6 +294,18 @@ class TurnServer:
             Method.CREATE_PERMISSION: self._create_permission,
             Method.CHANNEL_BIND: self._channel_bind,
         }
+        # The 401 every new client gets first (RFC 8489 §9.2.4), prepared as bytes:
+        # ERROR-CODE and REALM before the per-client NONCE, PASSWORD-ALGORITHMS after.
+        zero_tid = bytes(12)
+        before = encode_message(0, MessageClass.ERROR, zero_tid, [
+            (Attr.ERROR_CODE, ErrorCodeValue(401, REASONS[401])),
+            (Attr.REALM, settings.realm),
+        ])[HEADER_SIZE:]
+        after_attrs: list[tuple[int, Any]] = []
+        if self.auth.password_algorithms:
+            after_attrs.append((Attr.PASSWORD_ALGORITHMS, self.auth.password_algorithms))
+        after = encode_message(0, MessageClass.ERROR, zero_tid, after_attrs)[HEADER_SIZE:]
+        self._challenge_parts = (before, after)
 
     def _advertised_ip(self, relay_ip: str) -> str:
         external = self.settings.external_ip
@@ -321,6 +339,20 @@ class TurnServer:
                 self.counters["retransmissions"] += 1
                 effects.append(SendToClient(five_tuple, cached))
                 return effects
+        if (
+            msg.integrity_offset is None
+            and msg.integrity_sha256_offset is None
+            and not msg.unknown_required
+            and msg.method in self._handlers
+        ):
+            # Unsigned: the answer is a 401, whatever else is wrong with the request.
+            self.counters["errors_401"] = self.counters.get("errors_401", 0) + 1
+            if five_tuple[0] == "udp" and not self.limiter.allow(five_tuple[1][0], now):
+                self.counters["unauth_dropped"] += 1
+                return effects
+            self.counters["auth_challenges"] += 1
+            effects.append(SendToClient(five_tuple, self._challenge(msg, five_tuple[1], now)))
+            return effects
         creds: Credentials | None = None
         try:
             if msg.unknown_required:
@@ -348,6 +380,20 @@ class TurnServer:
         self._remember(msg, five_tuple, data, response.cls, now)
         effects.append(SendToClient(five_tuple, data))
         return effects
+
+    def _challenge(self, msg: Message, client: Address, now: float) -> bytes:
+        """The 401 with REALM, a fresh NONCE and PASSWORD-ALGORITHMS, and FINGERPRINT:
+        what ``_error(msg, Challenge(...))`` encodes, from the prepared parts."""
+        before, after = self._challenge_parts
+        nonce = self.auth.nonces.issue(client, now).encode("ascii")
+        size = len(nonce)
+        body = b"".join((
+            before, _ATTR.pack(Attr.NONCE, size), nonce, b"\x00" * (-size % 4), after
+        ))
+        mtype = message_type(msg.method, MessageClass.ERROR)
+        head = _ATTR.pack(mtype, len(body) + 8) + MAGIC_COOKIE_BYTES + msg.transaction_id
+        crc = fingerprint(head + body)
+        return head + body + _ATTR.pack(Attr.FINGERPRINT, 4) + _U32.pack(crc)
 
     def _answer_unauthenticated(
         self,
@@ -521,7 +567,9 @@ class TurnServer:
         for relay in relays.values():
             self._by_relay[relay.address] = (alloc, relay)
             effects.append(RelayOpened(relay.address, five_tuple))
-        self._schedule(alloc)
+        # A new allocation's first deadline is its relays' expiry (no permissions yet).
+        alloc.wake_at = expires_at
+        self._push(expires_at, alloc)
         self.counters["allocations_created"] += 1
         self.counters["allocations_active"] = len(self.allocations)
         attrs: list[tuple[int, Any]] = [

@@ -2,18 +2,20 @@
 
 The sans-IO :class:`~natsrv.core.turn.TurnServer` decides; this module moves bytes.
 Relay sockets are plain non-blocking UDP sockets bound by :meth:`RelaySockets.bind`
-(the core picks the port); each is read by its own task that drains it the same way
-the listeners do (DESIGN.md, "Concurrency and scale"). ChannelData in both directions
-takes the core's fast paths, which return plain tuples: no effect objects, no awaits
-per datagram.
+(the core picks the port) and registered in one ``epoll`` set of their own; a single
+task waits for that set to be readable and drains every ready socket in batches, the
+same way the listeners do (DESIGN.md, "Concurrency and scale"). So an allocation costs
+no task, no trio registration and no cancellation: a socket, one ``epoll_ctl`` to add
+it and one to remove it. ChannelData in both directions takes the core's fast paths,
+which return plain tuples: no effect objects, no awaits per datagram.
 """
 
 from __future__ import annotations
 
 import logging
+import select
 import socket
 import time
-from collections.abc import Callable
 from typing import Any
 
 import trio
@@ -31,42 +33,46 @@ log = logging.getLogger("natsrv.relay")
 
 Address = tuple[str, int]
 FiveTuple = tuple[str, Address, Address]
-BATCH = 256
+BATCH = 64  #: datagrams read from one relay socket before the next ready one
+MAX_EVENTS = 256  #: ready relay sockets taken per wake-up
 
 
 class RelaySockets:
-    """The core's RelayOpener: binds and closes relay sockets."""
+    """The core's RelayOpener: binds and closes relay sockets, and keeps them in the
+    epoll set that :meth:`TurnShell.read_relays` waits on."""
 
     def __init__(self) -> None:
         self.sockets: dict[Address, socket.socket] = {}
-        self.on_open: Callable[[Address, socket.socket], None] | None = None
+        #: fd -> (socket, relay address), for the sockets in ``epoll``.
+        self.by_fd: dict[int, tuple[socket.socket, Address]] = {}
+        self.epoll = select.epoll()
 
     def bind(self, ip: str, port: int) -> bool:
         family = socket.AF_INET6 if ":" in ip else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_DGRAM)
+        sock = socket.socket(family, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK)
         try:
             if family == socket.AF_INET6:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             sock.bind((ip, port))
-            sock.setblocking(False)
+            fd = sock.fileno()
+            self.epoll.register(fd, select.EPOLLIN)
         except OSError:
             sock.close()
             return False
         self.sockets[(ip, port)] = sock
+        self.by_fd[fd] = (sock, (ip, port))
         return True
 
     def close(self, relay: Address) -> None:
         sock = self.sockets.pop(relay, None)
         if sock is not None:
-            try:
-                trio.lowlevel.notify_closing(sock)
-            except RuntimeError:
-                pass  # outside trio (tests of the core's opener contract)
-            sock.close()
+            self.by_fd.pop(sock.fileno(), None)
+            sock.close()  # closing the only descriptor also takes it out of the epoll set
 
     def close_all(self) -> None:
         for relay in list(self.sockets):
             self.close(relay)
+        self.epoll.close()
 
 
 class TurnShell:
@@ -84,7 +90,6 @@ class TurnShell:
         self.senders = senders
         self.metrics = metrics
         self.connections: dict[FiveTuple, StreamConnection] = {}
-        self.nursery: trio.Nursery | None = None
 
     # -- effects -----------------------------------------------------------------------
     def apply(self, effects: list[Any]) -> None:
@@ -97,9 +102,7 @@ class TurnShell:
                 if sock is not None:
                     self._sendto(sock, effect.data, effect.peer)
             elif kind is RelayOpened:
-                sock = self.relays.sockets.get(effect.relay)
-                if sock is not None and self.nursery is not None:
-                    self.nursery.start_soon(self.read_relay, sock, effect.relay)
+                pass  # RelaySockets.bind already put it in the epoll set
             elif kind is RelayClosed:
                 self.relays.close(effect.relay)
             else:
@@ -151,46 +154,55 @@ class TurnShell:
         self.apply(self.turn.handle(msg, five_tuple, time.time()))
 
     # -- peer side ---------------------------------------------------------------------
-    async def read_relay(self, sock: socket.socket, relay: Address) -> None:
+    async def read_relays(self) -> None:
+        """Wait for any relay socket to be readable, then drain the ready ones."""
+        relays = self.relays
+        epoll_fd = relays.epoll.fileno()
+        poll = relays.epoll.poll
+        by_fd = relays.by_fd
+        drain = self._drain
+        wait_readable = trio.lowlevel.wait_readable
+        while True:
+            await wait_readable(epoll_fd)
+            try:
+                events = poll(0, MAX_EVENTS)
+            except (OSError, ValueError):  # closed at shutdown
+                return
+            now = time.time()
+            for fd, _ in events:
+                entry = by_fd.get(fd)
+                if entry is not None:
+                    drain(entry[0], entry[1], now)
+
+    def _drain(self, sock: socket.socket, relay: Address, now: float) -> None:
         turn = self.turn
         peer_to_client = turn.peer_to_client
         counters = self.metrics.counters
-        wait_readable = trio.lowlevel.wait_readable
         recvfrom = sock.recvfrom
-        try:
-            while True:
-                if sock.fileno() < 0:
-                    return  # closed (allocation gone) before or while this task ran
-                await wait_readable(sock)
-                now = time.time()
-                for _ in range(BATCH):
-                    try:
-                        data, peer = recvfrom(RECV_SIZE)
-                    except BlockingIOError:
-                        break
-                    except OSError:
-                        counters["relay_recv_errors"] += 1
-                        continue
-                    if len(peer) > 2:
-                        peer = (peer[0], peer[1])
-                    hop = peer_to_client(relay, peer, len(data), now)
-                    if hop is None:
-                        counters["relay_dropped_no_permission"] += 1
-                        continue
-                    five_tuple, channel = hop
-                    if channel is not None:
-                        out = encode_channel_data(channel, data, stream=five_tuple[0] != "udp")
-                    else:
-                        try:
-                            out = turn.data_indication(peer, data)
-                        except ValueError:  # too large for a Data indication
-                            counters["relay_dropped_oversize"] += 1
-                            continue
-                    self.send_to_client(five_tuple, out)
-                else:
-                    await trio.lowlevel.checkpoint()
-        except (trio.ClosedResourceError, OSError, ValueError):
-            return
+        for _ in range(BATCH):
+            try:
+                data, peer = recvfrom(RECV_SIZE)
+            except BlockingIOError:
+                return
+            except OSError:
+                counters["relay_recv_errors"] += 1
+                continue
+            if len(peer) > 2:
+                peer = (peer[0], peer[1])
+            hop = peer_to_client(relay, peer, len(data), now)
+            if hop is None:
+                counters["relay_dropped_no_permission"] += 1
+                continue
+            five_tuple, channel = hop
+            if channel is not None:
+                out = encode_channel_data(channel, data, stream=five_tuple[0] != "udp")
+            else:
+                try:
+                    out = turn.data_indication(peer, data)
+                except ValueError:  # too large for a Data indication
+                    counters["relay_dropped_oversize"] += 1
+                    continue
+            self.send_to_client(five_tuple, out)
 
     # -- time and connections ----------------------------------------------------------
     async def run_timers(self) -> None:

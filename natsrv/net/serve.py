@@ -245,8 +245,8 @@ async def serve(config: Config, *, task_status=trio.TASK_STATUS_IGNORED) -> None
                                 )
                             )
             if shell is not None:
-                shell.nursery = nursery
                 nursery.start_soon(shell.run_timers)
+                nursery.start_soon(shell.read_relays)
                 log.info("TURN enabled: realm %r, relay %s, ports %d-%d",
                          config.realm, ", ".join(shell.turn.settings.relay_ips),
                          *config.relay_ports)

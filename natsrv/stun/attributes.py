@@ -84,12 +84,29 @@ _PACKED: dict[str, bytes] = {}
 _PACKED_MAX = 4096
 
 
+def _pack_dotted_quad(host: str) -> bytes:
+    """Strict IPv4 dotted quad (what ``ipaddress`` accepts) to 4 bytes; ValueError
+    otherwise. Several times faster than building an ``IPv4Address``."""
+    parts = host.split(".")
+    if len(parts) != 4:
+        raise ValueError("not a dotted quad")
+    for part in parts:
+        if not (part.isascii() and part.isdigit()) or len(part) > 3 or (
+            part[0] == "0" and len(part) > 1
+        ):
+            raise ValueError("not a dotted quad")
+    return bytes([int(parts[0]), int(parts[1]), int(parts[2]), int(parts[3])])  # >255 raises
+
+
 def pack_ip(host: str) -> bytes:
     """4 or 16 network-order bytes for an IP address in text form."""
     packed = _PACKED.get(host)
     if packed is None:
         try:
-            packed = ipaddress.ip_address(host.partition("%")[0]).packed
+            if ":" in host:
+                packed = ipaddress.ip_address(host.partition("%")[0]).packed
+            else:
+                packed = _pack_dotted_quad(host)
         except ValueError as exc:
             raise ValueError(f"not an IP address: {host!r}") from exc
         if len(_PACKED) >= _PACKED_MAX:

@@ -265,3 +265,35 @@ def test_limiter_global_bucket_and_no_limit() -> None:
     unlimited = ChallengeLimiter(0.0)
     assert all(unlimited.allow("a", 0.0) for _ in range(1000))
     assert len(unlimited) == 0
+
+
+def test_a_remembered_nonce_still_expires_and_stays_bound_to_its_ip() -> None:
+    # The second request with a nonce skips re-checking its HMAC; it must not skip the
+    # lifetime, and the shortcut must not carry the nonce over to another client IP.
+    auth = authenticator()
+    nonce = auth.nonces.issue(CLIENT, NOW)
+    assert auth.authenticate(request(auth, nonce=nonce), CLIENT, NOW).username == "alice"
+    assert auth.authenticate(request(auth, nonce=nonce), CLIENT, NOW + 599).username == "alice"
+    with pytest.raises(StaleChallenge):
+        auth.authenticate(request(auth, nonce=nonce), CLIENT, NOW + 600)
+    with pytest.raises(StaleChallenge):
+        auth.authenticate(request(auth, nonce=nonce), CLIENT, NOW - 1)  # clock stepped back
+    with pytest.raises(StaleChallenge):
+        auth.authenticate(request(auth, nonce=nonce), ("203.0.113.10", 5000), NOW + 1)
+
+
+def test_remembered_nonces_are_bounded_and_need_integrity(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(Authenticator, "VERIFIED_NONCES", 8)
+    auth = authenticator()
+    for i in range(20):
+        client = (f"203.0.113.{i + 1}", 5000)
+        nonce = auth.nonces.issue(client, NOW)
+        auth.authenticate(request(auth, nonce=nonce), client, NOW)
+        assert len(auth._verified) <= 8
+    before = dict(auth._verified)
+    nonce = auth.nonces.issue(CLIENT, NOW)
+    with pytest.raises(Challenge):  # wrong password: nothing remembered
+        auth.authenticate(request(auth, nonce=nonce, password="wrong"), CLIENT, NOW)
+    assert auth._verified == before

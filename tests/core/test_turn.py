@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from natsrv.config import Config
+from natsrv.config import Config, ConfigError, build_config, load_toml
 from natsrv.core.allocation import Allocation, Relay, RelayPorts
 from natsrv.core.credentials import RestSecret, StaticUsers, rest_credentials
 from natsrv.core.effects import RelayClosed, RelayOpened, SendToClient, SendToPeer
@@ -946,6 +946,49 @@ def test_settings_from_config() -> None:
     assert TurnSettings.from_config(config, relay_ips=["::1"]).relay_ips == ("::1",)
 
 
+def test_unauth_global_rate_from_the_config_file_to_the_limiter(tmp_path) -> None:
+    assert Config().unauth_global_rate == TurnSettings().unauth_global_rate == 10000.0
+    path = tmp_path / "natsrv.toml"
+    path.write_text('unauth-rate = 0\nunauth-global-rate = "3"\n')
+    config = build_config(load_toml(str(path)), {})
+    settings = TurnSettings.from_config(config)
+    assert settings.unauth_global_rate == 3.0
+    server, _ = make_server(
+        unauth_rate=settings.unauth_rate, unauth_global_rate=settings.unauth_global_rate
+    )
+    assert server.limiter.global_rate == 3.0
+    # Three answers a second from the whole server, whatever the source IP.
+    request = Message(Method.ALLOCATE, MessageClass.REQUEST).add(Attr.REQUESTED_TRANSPORT, 17)
+    answered = [bool(server.handle(wire(request), five_tuple(i), NOW)) for i in range(5)]
+    assert answered == [True] * 3 + [False] * 2
+    assert server.counters["unauth_dropped"] == 2
+    assert server.handle(wire(request), five_tuple(9), NOW + 0.5)
+    # 0 means no limit.
+    path.write_text("unauth-rate = 0\nunauth_global_rate = 0\n")
+    settings = TurnSettings.from_config(build_config(load_toml(str(path)), {}))
+    server, _ = make_server(
+        unauth_rate=settings.unauth_rate, unauth_global_rate=settings.unauth_global_rate
+    )
+    assert all(server.handle(wire(request), five_tuple(i), NOW) for i in range(100))
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ('"lots"', "not a number of seconds: 'lots'"),
+        ("-1", "must be at least 0 seconds: -1"),
+        ('"nan"', "must be at least 0 seconds: 'nan'"),
+    ],
+)
+def test_bad_unauth_global_rate_names_the_key(tmp_path, value: str, problem: str) -> None:
+    path = tmp_path / "natsrv.toml"
+    path.write_text(f"unauth-global-rate = {value}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_toml(str(path))
+    assert caught.value.key == "unauth-global-rate"
+    assert str(caught.value) == f"unauth-global-rate: {problem}"
+
+
 def test_settings_validation() -> None:
     with pytest.raises(ValueError):
         TurnSettings(default_family="ipv6")
@@ -1021,3 +1064,29 @@ def test_any_signed_sequence_is_answered_or_dropped(
         server.expire(now)
     server.expire(NOW + 10**5)
     assert server.allocations == {} and opener.bound == set()
+
+
+def test_prepared_401_is_the_generic_401() -> None:
+    # The 401 a new client gets is built from prepared parts; it must be byte for byte
+    # what the generic error path encodes (REALM, NONCE, PASSWORD-ALGORITHMS, FINGERPRINT).
+    from natsrv.core.auth import Challenge
+
+    server, _ = make_server()
+    request = decode_untrusted(
+        Message(Method.ALLOCATE, MessageClass.REQUEST).add(Attr.REQUESTED_TRANSPORT, 17).encode()
+    )
+    fast = server._challenge(request, CLIENT, NOW)
+    slow = server._error(request, Challenge(server.auth.challenge_attributes(CLIENT, NOW)))
+    assert fast == slow.encode(fingerprint=True)
+    assert decode_untrusted(fast).get(Attr.ERROR_CODE).code == 401
+
+
+def test_relay_ports_are_spread_over_the_range() -> None:
+    from natsrv.core.allocation import _SecretPool
+
+    pool = _SecretPool()
+    for n in (1, 2, 3, 1000, 16384, 2**32):
+        assert all(0 <= pool.randbelow(n) < n for _ in range(200))
+    seen = {pool.randbelow(16) for _ in range(2000)}
+    assert seen == set(range(16))
+    assert 0 <= pool.randbelow(2**40) < 2**40  # beyond 32 bits: secrets itself

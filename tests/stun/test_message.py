@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hmac
+import ipaddress
 import struct
 import zlib
 
@@ -22,7 +24,8 @@ from natsrv.stun import (
     verify_integrity,
     verify_integrity_sha256,
 )
-from natsrv.stun.attributes import AddressErrorCode, Icmp
+from natsrv.stun.attributes import AddressErrorCode, Icmp, _pack_dotted_quad
+from natsrv.stun.integrity import hmac_sha1, hmac_sha256
 from natsrv.stun.message import message_type, split_type
 
 ipv4 = st.ip_addresses(v=4).map(str)
@@ -238,3 +241,30 @@ def test_bad_values_are_parse_errors() -> None:
         data += struct.pack(">HH", attr, len(body)) + body + pad
         with pytest.raises(ParseError):
             decode_untrusted(data)
+
+
+# -- primitives the hot paths use instead of the stdlib's general ones ------------------
+@given(st.binary(max_size=200), st.binary(max_size=300))
+def test_hmac_matches_the_standard_library(key: bytes, data: bytes) -> None:
+    assert hmac_sha1(key, data) == hmac.digest(key, data, "sha1")
+    assert hmac_sha256(key, data) == hmac.digest(key, data, "sha256")
+    assert hmac_sha1(key, data) == hmac.digest(key, data, "sha1")  # from the cache
+
+
+@given(
+    st.one_of(
+        st.text(alphabet="0123456789.", max_size=20),
+        st.ip_addresses(v=4).map(str),
+        st.text(max_size=16),
+    )
+)
+def test_dotted_quad_parsing_matches_ipaddress(text: str) -> None:
+    try:
+        expected: bytes | None = ipaddress.IPv4Address(text).packed
+    except ValueError:
+        expected = None
+    try:
+        got: bytes | None = _pack_dotted_quad(text)
+    except ValueError:
+        got = None
+    assert got == expected
