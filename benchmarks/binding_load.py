@@ -546,7 +546,13 @@ def loopback_ip(text: str) -> str:
 
 
 def add_machine_arguments(parser: argparse.ArgumentParser, tool: str) -> None:
-    """The options every side-by-side benchmark here shares: CPUs, quiet machine, build."""
+    """The options every side-by-side benchmark here shares: phases, CPUs, quiet machine,
+    build."""
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds measured per phase")
+    parser.add_argument("--warmup", type=float, default=0.5, help="seconds before measuring")
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="runs of each measured phase; the best one counts"
+    )
     parser.add_argument("--server-cpu", type=int, default=0, help="CPU for the server")
     parser.add_argument("--load-cpu", type=int, default=1, help="CPU for the generator")
     parser.add_argument(
@@ -576,6 +582,10 @@ def add_machine_arguments(parser: argparse.ArgumentParser, tool: str) -> None:
 
 
 def check_machine_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if args.duration <= 0 or args.duration > 600 or args.warmup < 0 or args.warmup > 60:
+        parser.error("--duration must be in (0, 600] and --warmup in [0, 60]")
+    if not 1 <= args.repeat <= 20 or not 0 <= args.retries <= 10:
+        parser.error("--repeat must be 1..20 and --retries 0..10")
     available = os.sched_getaffinity(0)
     for cpu in (args.server_cpu, args.load_cpu):
         if cpu not in available:
@@ -603,11 +613,6 @@ def main() -> int:
     parser.add_argument("--turnserver", default="turnserver", help="coturn executable")
     parser.add_argument("--ip", type=loopback_ip, default="127.0.0.1", help="loopback IP")
     parser.add_argument("--port", type=int, default=0, help="server port (0: pick a free one)")
-    parser.add_argument("--duration", type=float, default=5.0, help="seconds measured per phase")
-    parser.add_argument("--warmup", type=float, default=0.5, help="seconds before measuring")
-    parser.add_argument(
-        "--repeat", type=int, default=1, help="saturation runs per server; the best one counts"
-    )
     parser.add_argument("--sockets", type=int, default=8, help="generator source sockets")
     parser.add_argument(
         "--window", type=int, default=512, help="outstanding requests in the saturation run"
@@ -634,10 +639,6 @@ def main() -> int:
     add_machine_arguments(parser, tool="stunload")
     args = parser.parse_args()
 
-    if args.duration <= 0 or args.duration > 600 or args.warmup < 0 or args.warmup > 60:
-        parser.error("--duration must be in (0, 600] and --warmup in [0, 60]")
-    if not 1 <= args.repeat <= 20 or not 0 <= args.retries <= 10:
-        parser.error("--repeat must be 1..20 and --retries 0..10")
     if not 1 <= args.sockets <= 64 or not 1 <= args.window <= 65536:
         parser.error("--sockets must be 1..64 and --window 1..65536")
     check_machine_arguments(parser, args)

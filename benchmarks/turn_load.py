@@ -372,9 +372,6 @@ def main() -> int:
     parser.add_argument("--ip", type=bl.loopback_ip, default="127.0.0.1", help="server IP")
     parser.add_argument("--peer-ip", type=bl.loopback_ip, default="127.0.0.2", help="peer IP")
     parser.add_argument("--port", type=int, default=0, help="server port (0: a free one)")
-    parser.add_argument("--duration", type=float, default=5.0, help="seconds measured per phase")
-    parser.add_argument("--warmup", type=float, default=0.5, help="seconds before measuring")
-    parser.add_argument("--repeat", type=int, default=1, help="runs of each phase; best counts")
     parser.add_argument("--sizes", type=parse_sizes, default="100,1000", help="payload bytes")
     parser.add_argument("--allocations", type=int, default=16, help="allocations relaying")
     parser.add_argument("--window", type=int, default=32, help="messages in flight per allocation")
@@ -393,10 +390,6 @@ def main() -> int:
     bl.add_machine_arguments(parser, tool="turnload")
     args = parser.parse_args()
 
-    if args.duration <= 0 or args.duration > 600 or args.warmup < 0 or args.warmup > 60:
-        parser.error("--duration must be in (0, 600] and --warmup in [0, 60]")
-    if not 1 <= args.repeat <= 20 or not 0 <= args.retries <= 10:
-        parser.error("--repeat must be 1..20 and --retries 0..10")
     if not 1 <= args.allocations <= 1024 or not 1 <= args.window <= 4096:
         parser.error("--allocations must be 1..1024 and --window 1..4096")
     if not 1 <= args.concurrent <= 1024 or not 1 <= args.sources <= 65000:
