@@ -78,6 +78,7 @@ _U32 = struct.Struct(">I")
 _U64 = struct.Struct(">Q")
 _ADDR4 = struct.Struct(">xBH4s")
 _ADDR6 = struct.Struct(">xBH16s")
+_ADDR4_U32 = struct.Struct(">xBHI")  # the IPv4 address as a number, for XOR-ing
 
 # Text-to-packed address cache: the hot path answers the same few client addresses.
 _PACKED: dict[str, bytes] = {}
@@ -147,10 +148,13 @@ def _xor_bytes(raw: bytes, key: bytes) -> bytes:
 def _xor_address(data: bytes, start: int, end: int, xor_key: bytes) -> Address:
     length = end - start
     if length == 8:
-        family, port, raw = _ADDR4.unpack_from(data, start)
+        family, port, ip = _ADDR4_U32.unpack_from(data, start)
         if family != FAMILY_IPV4:
             raise ParseError("address family does not match length")
-    elif length == 20:
+        ip ^= _U32.unpack_from(xor_key)[0]
+        host = f"{ip >> 24}.{(ip >> 16) & 255}.{(ip >> 8) & 255}.{ip & 255}"
+        return host, port ^ (xor_key[0] << 8 | xor_key[1])
+    if length == 20:
         family, port, raw = _ADDR6.unpack_from(data, start)
         if family != FAMILY_IPV6:
             raise ParseError("address family does not match length")
@@ -308,7 +312,8 @@ def _enc_xor_address(value: Address, xor_key: bytes) -> bytes:
     packed = pack_ip(host)
     xport = port ^ (xor_key[0] << 8 | xor_key[1])
     if len(packed) == 4:
-        return _ADDR4.pack(FAMILY_IPV4, xport, _xor_bytes(packed, xor_key))
+        ip = int.from_bytes(packed, "big") ^ _U32.unpack_from(xor_key)[0]
+        return _ADDR4_U32.pack(FAMILY_IPV4, xport, ip)
     return _ADDR6.pack(FAMILY_IPV6, xport, _xor_bytes(packed, xor_key))
 
 

@@ -53,6 +53,28 @@ def split_type(mtype: int) -> tuple[int, int]:
     return method, cls
 
 
+# Both directions of the type mapping, remembered: a dictionary lookup is cheaper than
+# the bit shuffling, and there are at most 2**14 types (so the tables stay bounded).
+_SPLIT: dict[int, tuple[int, int]] = {}
+_JOIN: dict[tuple[int, int], int] = {}
+
+
+def _split_cached(mtype: int) -> tuple[int, int]:
+    pair = _SPLIT.get(mtype)
+    if pair is None:
+        pair = _SPLIT[mtype] = split_type(mtype)
+    return pair
+
+
+def _type_cached(method: int, cls: int) -> int:
+    mtype = _JOIN.get((method, cls))
+    if mtype is None:
+        mtype = message_type(method, cls)
+        if len(_JOIN) < 1 << 14:
+            _JOIN[(method, cls)] = mtype
+    return mtype
+
+
 class Message:
     """One STUN message. ``attributes`` is an ordered list of ``(type, value)``.
 
@@ -126,12 +148,7 @@ class Message:
         return Message(self.method, cls, self.transaction_id, attributes, cookie=self.cookie)
 
     def __repr__(self) -> str:
-        names = []
-        for t, _ in self.attributes:
-            try:
-                names.append(Attr(t).name)
-            except ValueError:
-                names.append(hex(t))
+        names = [Attr.name_of(t) or hex(t) for t, _ in self.attributes]
         return (
             f"Message(method={self.method:#x}, cls={self.cls}, "
             f"tid={self.transaction_id.hex()}, attrs={names})"
@@ -178,11 +195,25 @@ def encode_message(
 ) -> bytes:
     xor_key = MAGIC_COOKIE_BYTES + transaction_id if cookie else transaction_id
     parts: list[bytes] = []
+    cache = _TLV_CACHE if pad == b"\x00" else None
     for attr_type, value in attributes:
         if attr_type == _FP and fingerprint:
             continue
         if (attr_type == _MI and key is not None) or (attr_type == _MI256 and key_sha256):
             continue
+        if cache is not None and attr_type in _CACHEABLE:
+            try:
+                tlv = cache.get((attr_type, value))
+            except TypeError:  # an unhashable value (a list): encode it below
+                pass
+            else:
+                if tlv is None:
+                    tlv = _tlv(attr_type, CODECS[attr_type][1](value, xor_key), pad)
+                    if len(cache) >= _TLV_CACHE_MAX:
+                        cache.clear()
+                    cache[(attr_type, value)] = tlv
+                parts.append(tlv)
+                continue
         codec = CODECS.get(attr_type)
         body = bytes(value) if codec is None else codec[1](value, xor_key)
         parts.append(_ATTR_HEADER.pack(attr_type, len(body)))
@@ -190,7 +221,7 @@ def encode_message(
         if len(body) & 3:
             parts.append(pad * (4 - (len(body) & 3)))
     body = b"".join(parts)
-    mtype = message_type(method, cls)
+    mtype = _JOIN.get((method, cls)) or _type_cached(method, cls)
     head = xor_key if cookie else transaction_id
     if key is not None:
         length = len(body) + 24
@@ -209,6 +240,20 @@ def encode_message(
 
 _fingerprint = fingerprint  # the keyword above shadows the function inside encode_message
 
+#: Attributes whose encoding depends only on their value, and whose values a server
+#: repeats (SOFTWARE, REALM, LIFETIME, error codes ...): encoded once, header and padding
+#: included, and kept in a small table that is emptied when full.
+_CACHEABLE = frozenset({
+    Attr.LIFETIME, Attr.SOFTWARE, Attr.REALM, Attr.ERROR_CODE, Attr.PASSWORD_ALGORITHMS,
+    Attr.REQUESTED_TRANSPORT, Attr.CHANNEL_NUMBER, Attr.UNKNOWN_ATTRIBUTES,
+})  # fmt: skip
+_TLV_CACHE: dict[tuple[int, Any], bytes] = {}
+_TLV_CACHE_MAX = 1024
+
+
+def _tlv(attr_type: int, body: bytes, pad: bytes) -> bytes:
+    return _ATTR_HEADER.pack(attr_type, len(body)) + body + pad * (-len(body) % 4)
+
 
 def decode_untrusted(data: bytes) -> Message:
     """Parse attacker-controlled bytes into a :class:`Message` or raise :class:`ParseError`."""
@@ -225,7 +270,7 @@ def decode_untrusted(data: bytes) -> Message:
     data = bytes(data)
     cookie = data[4:8] == MAGIC_COOKIE_BYTES
     xor_key = data[4:20]
-    method, cls = split_type(mtype)
+    method, cls = _SPLIT.get(mtype) or _split_cached(mtype)
     msg = Message.__new__(Message)
     msg.method = method
     msg.cls = cls
@@ -275,8 +320,6 @@ def decode_untrusted(data: bytes) -> Message:
         elif protected:
             pos = following
             continue
-        if len(attributes) >= MAX_ATTRIBUTES:
-            raise ParseError("too many attributes")
         codec = codecs.get(attr_type)
         if codec is None:
             value: Any = data[start:end]
@@ -291,6 +334,8 @@ def decode_untrusted(data: bytes) -> Message:
                 raise ParseError(f"bad attribute {attr_type:#06x}: {exc}") from None
         attributes.append((attr_type, value))
         pos = following
+    if len(attributes) > MAX_ATTRIBUTES:  # checked once: the loop is linear in any case
+        raise ParseError("too many attributes")
     msg.attributes = attributes
     msg.unknown_required = tuple(unknown)
     return msg
