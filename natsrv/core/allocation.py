@@ -15,6 +15,7 @@ values), compared lazily, so nothing needs a timer per object. ``TurnServer`` in
 from __future__ import annotations
 
 import secrets
+import struct
 from dataclasses import dataclass, field
 
 from .effects import Address, FiveTuple, RelayOpener
@@ -157,26 +158,27 @@ class Allocation:
         return True
 
 
-class _SecretPool:
-    """``secrets.randbelow`` without a getrandom() system call per use: the bytes come
-    from ``secrets.token_bytes`` in blocks and are used once each."""
+_BLOCK = struct.Struct(">1024I")
 
-    __slots__ = ("_buf", "_pos")
+
+class _SecretPool:
+    """``secrets.randbelow`` without a getrandom() system call per use: 32-bit numbers
+    come from ``secrets.token_bytes`` in blocks and are used once each."""
+
+    __slots__ = ("_values",)
 
     def __init__(self) -> None:
-        self._buf = b""
-        self._pos = 0
+        self._values: list[int] = []
 
     def randbelow(self, n: int) -> int:
         if not 0 < n <= 1 << 32:
             return secrets.randbelow(n)
         limit = (1 << 32) - (1 << 32) % n  # rejection sampling: no modulo bias
+        values = self._values
         while True:
-            if self._pos + 4 > len(self._buf):
-                self._buf = secrets.token_bytes(4096)
-                self._pos = 0
-            value = int.from_bytes(self._buf[self._pos : self._pos + 4], "big")
-            self._pos += 4
+            if not values:
+                values.extend(_BLOCK.unpack(secrets.token_bytes(_BLOCK.size)))
+            value = values.pop()
             if value < limit:
                 return value % n
 

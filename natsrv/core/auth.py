@@ -41,7 +41,7 @@ from __future__ import annotations
 import base64
 import binascii
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..stun.attributes import Address, PasswordAlgorithm
@@ -67,14 +67,17 @@ class Credentials:
     algorithm: int
     sha256: bool  #: sign the response with MESSAGE-INTEGRITY-SHA256
     sha1: bool  #: sign the response with MESSAGE-INTEGRITY
+    #: What ``encode_message`` takes as ``key`` and ``key_sha256`` for the response.
+    sha1_key: bytes | None = field(init=False, repr=False, compare=False)
+    sha256_key: bytes | None = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "sha1_key", self.key if self.sha1 else None)
+        object.__setattr__(self, "sha256_key", self.key if self.sha256 else None)
 
     def encode(self, msg: Message) -> bytes:
         """``msg`` on the wire with the integrity attributes and FINGERPRINT."""
-        return msg.encode(
-            key=self.key if self.sha1 else None,
-            key_sha256=self.key if self.sha256 else None,
-            fingerprint=True,
-        )
+        return msg.encode(key=self.sha1_key, key_sha256=self.sha256_key, fingerprint=True)
 
 
 class Challenge(Unauthorized):
@@ -110,7 +113,9 @@ def nonce_features(nonce: str) -> int | None:
 class Authenticator:
     """Checks requests against a ``CredentialStore`` in one realm (see module docstring)."""
 
-    __slots__ = ("_advertised", "_features", "_verified", "credentials", "nonces", "realm")
+    __slots__ = (
+        "_advertised", "_credentials", "_features", "_verified", "credentials", "nonces", "realm",
+    )  # fmt: skip
 
     #: Nonces already checked for a client that proved its key, with their validity
     #: window: a client's second and later requests skip the HMAC over the nonce.
@@ -122,6 +127,7 @@ class Authenticator:
         self.credentials = credentials
         self.nonces = nonces
         self._verified: dict[tuple[str, str], tuple[float, float]] = {}
+        self._credentials: dict[tuple[str, bytes, int, bool, bool], Credentials] = {}
         served = credentials.algorithms
         features = nonces.security_features or 0
         self._features = int(features)
@@ -200,16 +206,19 @@ class Authenticator:
         # Not ours (or another IP's), expired, or from the future: 438 with a fresh one.
         if window is None or not window[0] <= now < window[1]:
             raise StaleChallenge(self.challenge_attributes(client, now))
-        return Credentials(
-            username=username,
-            realm=realm,
-            key=key,
-            algorithm=algorithm,
-            sha256=has_sha256 or named_algorithm,
-            # §9.2.4: a request processed as MD5 (no PASSWORD-ALGORITHM) is answered
-            # with MESSAGE-INTEGRITY; one that used it keeps getting it.
-            sha1=has_sha1 or not named_algorithm,
-        )
+        sha256 = has_sha256 or named_algorithm
+        # §9.2.4: a request processed as MD5 (no PASSWORD-ALGORITHM) is answered with
+        # MESSAGE-INTEGRITY; one that used it keeps getting it.
+        sha1 = has_sha1 or not named_algorithm
+        # Credentials are values: the same user signing the same way gets the same one.
+        signature = (username, key, algorithm, sha256, sha1)
+        creds = self._credentials.get(signature)
+        if creds is None:
+            creds = Credentials(username, realm, key, algorithm, sha256, sha1)
+            if len(self._credentials) >= self.VERIFIED_NONCES:
+                self._credentials.clear()
+            self._credentials[signature] = creds
+        return creds
 
 
 class ChallengeLimiter:

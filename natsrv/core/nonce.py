@@ -57,6 +57,8 @@ _TAG_BYTES = 16
 _BODY_CHARS = 32  # base64 of 8 + 16 bytes, no padding needed
 _BODY = re.compile(r"[A-Za-z0-9_-]{32}")
 _MIN_KEY_BYTES = 16
+#: Client addresses whose latest nonce ``NonceFactory.issue`` remembers.
+RECENT_CLIENTS = 4096
 
 
 class SecurityFeature(IntFlag):
@@ -99,6 +101,12 @@ class NonceFactory:
     security_features: int | None = field(default=SecurityFeature.PASSWORD_ALGORITHMS, kw_only=True)
     cookie: str = field(init=False)
     _mac: hmac.HMAC = field(init=False, repr=False)
+    #: The last nonce issued to each recent client address, with its second: the same
+    #: inputs give the same nonce, so a client's retransmissions and the clients behind
+    #: one address cost one HMAC per second. Bounded; emptied when full.
+    _recent: dict[object, tuple[int, str]] = field(
+        init=False, repr=False, compare=False, default_factory=dict
+    )
 
     def __post_init__(self) -> None:
         if len(self.key) < _MIN_KEY_BYTES:
@@ -126,12 +134,21 @@ class NonceFactory:
         or ``now`` is not a finite time."""
         if not math.isfinite(now):
             raise ValueError("now must be a finite time")
+        second = math.floor(now)
+        host = client_addr[0] if type(client_addr) is tuple else client_addr
+        recent = self._recent.get(host)
+        if recent is not None and recent[0] == second:
+            return recent[1]
         try:
-            issued = _ISSUED.pack(math.floor(now))
+            issued = _ISSUED.pack(second)
         except struct.error:
             raise ValueError("now is out of range") from None
         body = issued + self._tag(issued, _client_ip(client_addr))
-        return self.cookie + base64.urlsafe_b64encode(body).decode("ascii")
+        nonce = self.cookie + base64.urlsafe_b64encode(body).decode("ascii")
+        if len(self._recent) >= RECENT_CLIENTS:
+            self._recent.clear()
+        self._recent[host] = (second, nonce)
+        return nonce
 
     def check(self, nonce: object, client_addr: ClientAddress, now: float) -> NonceStatus:
         """ "ok", "stale" (authentic but expired: answer 438) or "invalid" (not ours,

@@ -113,6 +113,10 @@ _ATTR = struct.Struct(">HH")
 _U32 = struct.Struct(">I")
 _DATA_INDICATION_TYPE = message_type(Method.DATA, MessageClass.INDICATION)
 _encode_xor_address = CODECS[Attr.XOR_PEER_ADDRESS][1]
+_SUCCESS = MessageClass.SUCCESS
+_ERROR = MessageClass.ERROR
+_ALLOCATE = Method.ALLOCATE
+_REFRESH = Method.REFRESH
 
 #: Counters kept by ``TurnServer`` (all start at 0).
 COUNTERS = (
@@ -172,7 +176,7 @@ class TurnSettings:
     bandwidth: int = 0
     bandwidth_burst: int | None = None
     unauth_rate: float = 20.0
-    unauth_global_rate: float = 10000.0
+    unauth_global_rate: float = 20000.0
     unauth_table_size: int = 4096
     #: ``"ipv4"`` (RFC 8656 §7.2) or ``"listener"``: the family of the server address
     #: the Allocate arrived on, when the request names no family.
@@ -306,6 +310,9 @@ class TurnServer:
             after_attrs.append((Attr.PASSWORD_ALGORITHMS, self.auth.password_algorithms))
         after = encode_message(0, MessageClass.ERROR, zero_tid, after_attrs)[HEADER_SIZE:]
         self._challenge_parts = (before, after)
+        self._software: tuple[int, str] | None = (
+            (Attr.SOFTWARE, settings.software) if settings.software else None
+        )
 
     def _advertised_ip(self, relay_ip: str) -> str:
         external = self.settings.external_ip
@@ -362,7 +369,7 @@ class TurnServer:
                 raise BadRequest("Unsupported method")
             creds = self.auth.authenticate(msg, five_tuple[1], now)
             attrs = handler(msg, five_tuple, alloc, creds, now, effects)
-            response = msg.reply(MessageClass.SUCCESS, attrs)
+            cls = _SUCCESS
         except StaleChallenge as exc:
             # Integrity verified: the client holds the password, so no rate limit.
             self.counters["stale_nonces"] += 1
@@ -373,11 +380,16 @@ class TurnServer:
             if creds is None:
                 self._answer_unauthenticated(msg, exc, five_tuple, now, effects)
                 return effects
-            response = self._error(msg, exc)
-        if msg.method in (Method.ALLOCATE, Method.REFRESH) and self.settings.software:
-            response.add(Attr.SOFTWARE, self.settings.software)
-        data = creds.encode(response)
-        self._remember(msg, five_tuple, data, response.cls, now)
+            attrs = self._error_attributes(exc)
+            cls = _ERROR
+        method = msg.method
+        if self._software is not None and method in (_ALLOCATE, _REFRESH):
+            attrs.append(self._software)
+        data = encode_message(
+            method, cls, msg.transaction_id, attrs,
+            key=creds.sha1_key, key_sha256=creds.sha256_key, fingerprint=True,
+        )  # fmt: skip
+        self._remember(msg, five_tuple, data, cls, now)
         effects.append(SendToClient(five_tuple, data))
         return effects
 
@@ -414,13 +426,16 @@ class TurnServer:
         effects.append(SendToClient(five_tuple, self._error(msg, exc).encode(fingerprint=True)))
 
     @staticmethod
-    def _error(msg: Message, exc: RequestError) -> Message:
+    def _error_attributes(exc: RequestError) -> list[tuple[int, Any]]:
         attrs: list[tuple[int, Any]] = [(Attr.ERROR_CODE, ErrorCodeValue(exc.code, exc.reason))]
         if isinstance(exc, UnknownAttribute):
             attrs.append((Attr.UNKNOWN_ATTRIBUTES, exc.unknown))
         if isinstance(exc, Challenge | StaleChallenge):
             attrs.extend(exc.attributes)
-        return msg.reply(MessageClass.ERROR, attrs)
+        return attrs
+
+    def _error(self, msg: Message, exc: RequestError) -> Message:
+        return msg.reply(MessageClass.ERROR, self._error_attributes(exc))
 
     def _cached(self, alloc: Allocation, msg: Message, now: float) -> bytes | None:
         """The answer already sent to this transaction, if it is a retransmission."""

@@ -12,6 +12,7 @@ which return plain tuples: no effect objects, no awaits per datagram.
 
 from __future__ import annotations
 
+import _socket
 import logging
 import select
 import socket
@@ -35,6 +36,9 @@ Address = tuple[str, int]
 FiveTuple = tuple[str, Address, Address]
 BATCH = 64  #: datagrams read from one relay socket before the next ready one
 MAX_EVENTS = 256  #: ready relay sockets taken per wake-up
+_AF_INET = int(socket.AF_INET)
+_AF_INET6 = int(socket.AF_INET6)
+_UDP_NONBLOCK = int(socket.SOCK_DGRAM | socket.SOCK_NONBLOCK)
 
 
 class RelaySockets:
@@ -42,16 +46,18 @@ class RelaySockets:
     epoll set that :meth:`TurnShell.read_relays` waits on."""
 
     def __init__(self) -> None:
-        self.sockets: dict[Address, socket.socket] = {}
+        self.sockets: dict[Address, _socket.socket] = {}
         #: fd -> (socket, relay address), for the sockets in ``epoll``.
-        self.by_fd: dict[int, tuple[socket.socket, Address]] = {}
+        self.by_fd: dict[int, tuple[_socket.socket, Address]] = {}
         self.epoll = select.epoll()
 
     def bind(self, ip: str, port: int) -> bool:
-        family = socket.AF_INET6 if ":" in ip else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK)
+        v6 = ":" in ip
+        # The C socket type: the ``socket.socket`` subclass adds Python-level __init__
+        # and close() that an allocate/delete cycle would pay for twice.
+        sock = _socket.socket(_AF_INET6 if v6 else _AF_INET, _UDP_NONBLOCK)
         try:
-            if family == socket.AF_INET6:
+            if v6:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             sock.bind((ip, port))
             fd = sock.fileno()
