@@ -51,6 +51,10 @@ def _serve_parser(sub: Any) -> None:
     p.add_argument("--max-allocations", metavar="N")
     p.add_argument("--user-quota", metavar="N")
     p.add_argument("--bandwidth", metavar="BYTES_PER_SECOND")
+    p.add_argument("--unauth-rate", metavar="PER_SECOND",
+                   help="answers to unauthenticated requests per source IP (0: no limit)")
+    p.add_argument("--unauth-global-rate", metavar="PER_SECOND",
+                   help="answers to unauthenticated requests in total (0: no limit)")
     p.add_argument("--default-family", metavar="ipv4|listener")
     p.add_argument("--tcp-idle-timeout", metavar="SECONDS")
     p.add_argument("--tcp-max-connections", metavar="N")
@@ -63,7 +67,8 @@ _FLAG_KEYS = {
     "relay_ip": "relay-ip", "relay_ports": "relay-ports", "external_ip": "external-ip",
     "allow_peer": "allow-peer", "deny_peer": "deny-peer",
     "max_allocations": "max-allocations", "user_quota": "user-quota",
-    "bandwidth": "bandwidth", "default_family": "default-family",
+    "bandwidth": "bandwidth", "unauth_rate": "unauth-rate",
+    "unauth_global_rate": "unauth-global-rate", "default_family": "default-family",
     "tcp_idle_timeout": "tcp-idle-timeout", "tcp_max_connections": "tcp-max-connections",
 }
 

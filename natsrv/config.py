@@ -79,6 +79,17 @@ def parse_seconds(key: str, value: Any, *, minimum: float = 0.0) -> float:
     return seconds
 
 
+def parse_rate(key: str, value: Any) -> float:
+    """A rate per second: a finite number, 0 or more (0 meaning no limit)."""
+    try:
+        rate = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(key, f"not a number per second: {value!r}") from None
+    if not 0 <= rate < float("inf"):
+        raise ConfigError(key, f"must be a finite number per second, 0 or more: {value!r}")
+    return rate
+
+
 def parse_count(key: str, value: Any, *, minimum: int = 0) -> int:
     try:
         count = int(value)
@@ -132,9 +143,11 @@ class Config:
     #: 401 answers per source IP per second (the server must be a poor reflector).
     unauth_rate: float = 20.0
     #: 401 answers per second from the whole server, all sources together; 0 means no
-    #: limit. 10000 lets 8k new allocations/s get their challenge while bounding the
-    #: reflected traffic to about 8 Mbit/s (~100-byte answers).
-    unauth_global_rate: float = 10000.0
+    #: limit. One process authenticates at most ~15k new allocations/s, so 20000 never
+    #: holds back honest clients, while a flood of unsigned requests from spoofed
+    #: sources (which one process could answer ~100k times a second) gets at most
+    #: ~16 Mbit/s of ~100-byte answers reflected.
+    unauth_global_rate: float = 20000.0
     #: ``ipv4`` (RFC 8656 §7.2 default) or ``listener``: the family of the listening socket.
     default_family: str = "ipv4"
     extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
@@ -281,8 +294,8 @@ _PARSERS: dict[str, tuple[str, Any]] = {
     "max-permissions": ("max_permissions", lambda k, v: parse_count(k, v, minimum=1)),
     "max-channels": ("max_channels", lambda k, v: parse_count(k, v, minimum=1)),
     "bandwidth": ("bandwidth", lambda k, v: parse_count(k, v)),
-    "unauth-rate": ("unauth_rate", lambda k, v: parse_seconds(k, v)),
-    "unauth-global-rate": ("unauth_global_rate", lambda k, v: parse_seconds(k, v)),
+    "unauth-rate": ("unauth_rate", parse_rate),
+    "unauth-global-rate": ("unauth_global_rate", parse_rate),
     "default-family": ("default_family", lambda k, v: str(v)),
 }
 

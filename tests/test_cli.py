@@ -48,6 +48,8 @@ def reap(proc: subprocess.Popen[str]) -> None:
         (["--relay-ports", "5000"], "relay-ports"),
         (["--tls-cert", "/nonexistent.pem", "--tls-key", "/nonexistent.pem"], "tls-cert"),
         (["--user", "nopassword"], "user"),
+        (["--unauth-rate", "fast"], "unauth-rate"),
+        (["--unauth-global-rate", "-5"], "unauth-global-rate"),
     ],
 )
 def test_bad_flag_value_is_one_line_naming_the_key(args: list[str], key: str) -> None:
@@ -78,7 +80,7 @@ def test_bad_config_file(tmp_path: Path) -> None:
     result = run("serve", "--config", str(path))
     assert result.returncode == 2
     assert result.stderr.strip() == (
-        "natsrv: config: unauth-global-rate: not a number of seconds: 'lots'"
+        "natsrv: config: unauth-global-rate: not a number per second: 'lots'"
     )
 
 
@@ -237,5 +239,49 @@ def test_serve_raises_the_open_file_limit(lower_hard: bool) -> None:
             assert "WARNING" in warnings[0] and "max-allocations" in warnings[0]
         else:
             assert warnings == []
+    finally:
+        reap(proc)
+
+
+@pytest.mark.parametrize(
+    ("flags", "answered"),
+    [
+        # The per-IP limit: one source IP (127.0.0.1) gets its burst of 3 answers.
+        (["--unauth-rate", "3", "--unauth-global-rate", "0"], 3),
+        # The global limit: a burst of 2 for the whole server, per-IP limit off.
+        (["--unauth-rate", "0", "--unauth-global-rate", "2"], 2),
+        (["--unauth-rate", "0", "--unauth-global-rate", "0"], 12),
+    ],
+)
+def test_unauth_rate_flags_bound_the_401_answers(flags: list[str], answered: int) -> None:
+    port = free_port()
+    proc = subprocess.Popen(
+        [*NATSRV, "serve", "--listen", f"127.0.0.1:{port}", "--no-tcp", "--user", "a:b", *flags],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_until_answering(proc, ("127.0.0.1", port))
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+            client.settimeout(10)
+            for _ in range(12):
+                allocate = encode_message(
+                    Method.ALLOCATE, MessageClass.REQUEST, secrets.token_bytes(12),
+                    [(0x0019, 17)],  # REQUESTED-TRANSPORT UDP, no credentials
+                )  # fmt: skip
+                client.sendto(allocate, ("127.0.0.1", port))
+            # The listener answers in order: once the Binding answer is here, every 401
+            # the server was going to send has been sent.
+            marker = secrets.token_bytes(12)
+            client.sendto(encode_message(Method.BINDING, MessageClass.REQUEST, marker, []),
+                          ("127.0.0.1", port))
+            challenges = 0
+            while True:
+                answer = decode_untrusted(client.recv(2048))
+                if answer.transaction_id == marker:
+                    break
+                assert answer.method == Method.ALLOCATE and answer.cls == MessageClass.ERROR
+                challenges += 1
+        assert challenges == answered
     finally:
         reap(proc)

@@ -947,7 +947,7 @@ def test_settings_from_config() -> None:
 
 
 def test_unauth_global_rate_from_the_config_file_to_the_limiter(tmp_path) -> None:
-    assert Config().unauth_global_rate == TurnSettings().unauth_global_rate == 10000.0
+    assert Config().unauth_global_rate == TurnSettings().unauth_global_rate == 20000.0
     path = tmp_path / "natsrv.toml"
     path.write_text('unauth-rate = 0\nunauth-global-rate = "3"\n')
     config = build_config(load_toml(str(path)), {})
@@ -975,18 +975,20 @@ def test_unauth_global_rate_from_the_config_file_to_the_limiter(tmp_path) -> Non
 @pytest.mark.parametrize(
     ("value", "problem"),
     [
-        ('"lots"', "not a number of seconds: 'lots'"),
-        ("-1", "must be at least 0 seconds: -1"),
-        ('"nan"', "must be at least 0 seconds: 'nan'"),
+        ('"lots"', "not a number per second: 'lots'"),
+        ("-1", "must be a finite number per second, 0 or more: -1"),
+        ('"nan"', "must be a finite number per second, 0 or more: 'nan'"),
+        ('"inf"', "must be a finite number per second, 0 or more: 'inf'"),
     ],
 )
-def test_bad_unauth_global_rate_names_the_key(tmp_path, value: str, problem: str) -> None:
+@pytest.mark.parametrize("key", ["unauth-global-rate", "unauth-rate"])
+def test_bad_unauth_rates_name_the_key(tmp_path, key: str, value: str, problem: str) -> None:
     path = tmp_path / "natsrv.toml"
-    path.write_text(f"unauth-global-rate = {value}\n")
+    path.write_text(f"{key} = {value}\n")
     with pytest.raises(ConfigError) as caught:
         load_toml(str(path))
-    assert caught.value.key == "unauth-global-rate"
-    assert str(caught.value) == f"unauth-global-rate: {problem}"
+    assert caught.value.key == key
+    assert str(caught.value) == f"{key}: {problem}"
 
 
 def test_settings_validation() -> None:
