@@ -57,6 +57,7 @@ DEFAULT_NATSRV_CMD = (
 )
 #: Targets from the TURN issue: natsrv/coturn ratios (RSS: at most, the others: at least).
 TARGETS = {"relay": 0.5, "alloc": 1.0, "rss": 1.0}
+PHASES = ("relay", "alloc", "rss")
 
 
 def server_command(name: str, args: argparse.Namespace, ip: str, port: int) -> list[str]:
@@ -236,6 +237,8 @@ def bench_server(name: str, args: argparse.Namespace, exe: Path, ip: str, port: 
                     f"({run['payload_mbit_s']:,.0f} Mbit/s), lost {run['lost']}, "
                     f"server CPU {run['server_cpu']:.0%}"
                 )
+            if "alloc" not in args.phases:
+                continue
             options = [*load_options(args), *common, "-c", str(args.concurrent)]
             run = bl.measure_phase(args, exe, proc, "alloc", target, options)
             result.alloc.append(run)
@@ -277,9 +280,10 @@ def print_table(results: list[Result], args: argparse.Namespace) -> None:
         c = coturn.relay_pps(size) if coturn else None
         n = natsrv.relay_pps(size) if natsrv else None
         rows.append((f"relay {size} B, packets/s", c, n, ",.0f", "relay", ">="))
-    c = coturn.alloc_rate() if coturn else None
-    n = natsrv.alloc_rate() if natsrv else None
-    rows.append(("allocations/s (401 + auth + delete)", c, n, ",.0f", "alloc", ">="))
+    if "alloc" in args.phases:
+        c = coturn.alloc_rate() if coturn else None
+        n = natsrv.alloc_rate() if natsrv else None
+        rows.append(("allocations/s (401 + auth + delete)", c, n, ",.0f", "alloc", ">="))
     for count in args.holds:
         c = coturn.rss_per_alloc(count) if coturn else None
         n = natsrv.rss_per_alloc(count) if natsrv else None
@@ -346,6 +350,13 @@ def parse_holds(text: str) -> list[int]:
     return holds
 
 
+def parse_phases(text: str) -> list[str]:
+    phases = [part.strip() for part in text.split(",") if part.strip()]
+    if not phases or any(p not in PHASES for p in phases):
+        raise argparse.ArgumentTypeError(f"phases are some of {', '.join(PHASES)}")
+    return phases
+
+
 def parse_servers(text: str) -> list[str]:
     names = [part.strip() for part in text.split(",") if part.strip()]
     if text == "both":
@@ -372,6 +383,9 @@ def main() -> int:
     parser.add_argument("--ip", type=bl.loopback_ip, default="127.0.0.1", help="server IP")
     parser.add_argument("--peer-ip", type=bl.loopback_ip, default="127.0.0.2", help="peer IP")
     parser.add_argument("--port", type=int, default=0, help="server port (0: a free one)")
+    parser.add_argument(
+        "--phases", type=parse_phases, default=",".join(PHASES), help="what to measure"
+    )
     parser.add_argument("--sizes", type=parse_sizes, default="100,1000", help="payload bytes")
     parser.add_argument("--allocations", type=int, default=16, help="allocations relaying")
     parser.add_argument("--window", type=int, default=32, help="messages in flight per allocation")
@@ -397,6 +411,10 @@ def main() -> int:
     if not 0 < args.hold_timeout <= 600 or not 0 <= args.settle <= 10:
         parser.error("--hold-timeout must be in (0, 600] and --settle in [0, 10]")
     bl.check_machine_arguments(parser, args)
+    if "relay" not in args.phases:
+        args.sizes = []
+    if "rss" not in args.phases:
+        args.holds = []
     args.password = secrets.token_hex(8)
     args.key = hashlib.md5(f"{USER}:{REALM}:{args.password}".encode()).hexdigest()
 
@@ -422,7 +440,8 @@ def main() -> int:
         if c and n:
             for size in args.sizes:
                 ratios[f"relay_{size}"] = ratio(n.relay_pps(size), c.relay_pps(size))
-            ratios["allocations_per_s"] = ratio(n.alloc_rate(), c.alloc_rate())
+            if "alloc" in args.phases:
+                ratios["allocations_per_s"] = ratio(n.alloc_rate(), c.alloc_rate())
             for count in args.holds:
                 ratios[f"rss_per_allocation_{count}"] = ratio(
                     n.rss_per_alloc(count), c.rss_per_alloc(count)
@@ -435,7 +454,7 @@ def main() -> int:
             },
             "config": {
                 key: getattr(args, key)
-                for key in ("ip", "peer_ip", "duration", "warmup", "repeat", "sizes",
+                for key in ("ip", "peer_ip", "duration", "warmup", "repeat", "phases", "sizes",
                             "allocations", "window", "concurrent", "sources", "holds",
                             "server_cpu", "load_cpu")
             },
