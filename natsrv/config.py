@@ -145,7 +145,7 @@ class Config:
     #: 401 answers per second from the whole server, all sources together; 0 means no
     #: limit. One process authenticates at most ~15k new allocations/s, so 20000 never
     #: holds back honest clients, while a flood of unsigned requests from spoofed
-    #: sources (which one process could answer ~100k times a second) gets at most
+    #: sources (each far cheaper to answer than a whole allocation) gets at most
     #: ~16 Mbit/s of ~100-byte answers reflected.
     unauth_global_rate: float = 20000.0
     #: ``ipv4`` (RFC 8656 §7.2 default) or ``listener``: the family of the listening socket.

@@ -6,6 +6,9 @@ out in order. The one thing the core does synchronously through the shell is bin
 relay sockets (``RelayOpener``), because RFC 8656 §7.2 needs to know at once whether a
 port is free (EVEN-PORT, RESERVATION-TOKEN, 508 Insufficient Capacity).
 
+Effects are plain slotted records, not frozen ones: a frozen dataclass costs twice as
+much to create, and the core creates several per request.
+
 Addresses are ``(ip, port)`` with the IP in the text form ``socket`` uses (dotted IPv4,
 RFC 5952 IPv6). A ``FiveTuple`` identifies an allocation (RFC 8656 §2, §6):
 ``(transport, client address, server local address)`` with transport ``"udp"``,
@@ -38,7 +41,7 @@ class RelayOpener(Protocol):
         ...
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SendToClient:
     """Send ``data`` (a STUN message) to the client on ``five_tuple``."""
 
@@ -46,7 +49,7 @@ class SendToClient:
     data: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SendToPeer:
     """Send ``data`` as one UDP datagram from the relay socket ``relay`` to ``peer``."""
 
@@ -55,7 +58,7 @@ class SendToPeer:
     data: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RelayOpened:
     """An allocation now owns ``relay`` (already bound through ``RelayOpener.bind``):
     start reading it; datagrams go to ``TurnServer.peer_to_client``."""
@@ -64,7 +67,7 @@ class RelayOpened:
     five_tuple: FiveTuple
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RelayClosed:
     """``relay`` no longer belongs to an allocation: stop reading it. The core has
     already called ``RelayOpener.close`` for it."""
@@ -72,7 +75,7 @@ class RelayClosed:
     relay: Address
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class CloseConnection:
     """Close the TCP/TLS connection of ``five_tuple`` (reserved; not emitted yet)."""
 

@@ -587,14 +587,17 @@ class TurnServer:
         self._push(expires_at, alloc)
         self.counters["allocations_created"] += 1
         self.counters["allocations_active"] = len(self.allocations)
+        # One XOR-RELAYED-ADDRESS per relay, IPv4 first.
         attrs: list[tuple[int, Any]] = [
-            (Attr.XOR_RELAYED_ADDRESS, relays[f].public) for f in (IPV4, IPV6) if f in relays
+            (Attr.XOR_RELAYED_ADDRESS, r.public)
+            for r in (relays.values() if len(relays) == 1 else (relays[IPV4], relays[IPV6]))
         ]
         attrs.append((Attr.LIFETIME, int(lifetime)))
         if reserved is not None:
             attrs.append((Attr.RESERVATION_TOKEN, reserved.token))
         attrs.append((Attr.XOR_MAPPED_ADDRESS, five_tuple[1]))
-        attrs.extend((Attr.ADDRESS_ERROR_CODE, e) for e in address_errors)
+        if address_errors:
+            attrs.extend((Attr.ADDRESS_ERROR_CODE, e) for e in address_errors)
         return attrs
 
     # Refresh (RFC 8656 §8.2) -------------------------------------------------------------

@@ -107,10 +107,8 @@ class TurnShell:
                 sock = self.relays.sockets.get(effect.relay)
                 if sock is not None:
                     self._sendto(sock, effect.data, effect.peer)
-            elif kind is RelayOpened:
-                pass  # RelaySockets.bind already put it in the epoll set
-            elif kind is RelayClosed:
-                self.relays.close(effect.relay)
+            elif kind is RelayOpened or kind is RelayClosed:
+                pass  # RelaySockets.bind and .close (called by the core) did the work
             else:
                 close = getattr(effect, "five_tuple", None)
                 conn = self.connections.get(close) if close is not None else None

@@ -309,6 +309,9 @@ def decode_untrusted(data: bytes) -> Message:
                 raise ParseError("MESSAGE-INTEGRITY must be 20 bytes")
             msg.integrity_offset = pos
             protected = True
+            attributes.append((attr_type, data[start:end]))  # the value is the HMAC
+            pos = following
+            continue
         elif attr_type == _MI256:
             if msg.integrity_sha256_offset is not None:
                 pos = following
