@@ -223,3 +223,20 @@ def test_any_edit_of_a_real_nonce_is_invalid(issued: int, ip: int, data: st.Data
     )
     if edited != nonce:
         assert FACTORY.check(edited, client, float(issued)) == "invalid"
+
+
+def test_a_client_address_gets_the_same_nonce_within_a_second() -> None:
+    from natsrv.core.nonce import RECENT_CLIENTS
+
+    factory = NonceFactory(KEY, 600.0)
+    fresh = NonceFactory(KEY, 600.0)  # nothing remembered: computes every nonce
+    first = factory.issue(CLIENT, 1000.2)
+    assert factory.issue(CLIENT, 1000.9) == first == fresh.issue(CLIENT, 1000.9)
+    later = factory.issue(CLIENT, 1001.0)
+    assert later != first and later == fresh.issue(CLIENT, 1001.5)
+    assert factory.issue(("203.0.113.8", 1), 1001.0) != later  # another address
+    for i in range(2 * RECENT_CLIENTS):
+        client = f"10.200.{i // 250}.{i % 250}"
+        nonce = factory.issue((client, 1), 1001.0)
+        assert factory.check(nonce, (client, 9), 1001.0) == "ok"
+        assert len(factory._recent) <= RECENT_CLIENTS

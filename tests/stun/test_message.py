@@ -268,3 +268,47 @@ def test_dotted_quad_parsing_matches_ipaddress(text: str) -> None:
     except ValueError:
         got = None
     assert got == expected
+
+
+def test_attribute_count_is_bounded() -> None:
+    from natsrv.stun.message import MAX_ATTRIBUTES
+
+    def with_attributes(count: int) -> bytes:
+        return Message(Method.BINDING, MessageClass.REQUEST,
+                       attributes=[(Attr.SOFTWARE, "x")] * count).encode()
+
+    assert len(decode_untrusted(with_attributes(MAX_ATTRIBUTES)).attributes) == MAX_ATTRIBUTES
+    with pytest.raises(ParseError, match="too many attributes"):
+        decode_untrusted(with_attributes(MAX_ATTRIBUTES + 1))
+
+
+def test_repeated_attributes_encode_the_same_and_the_table_stays_bounded() -> None:
+    from natsrv.stun.message import _TLV_CACHE, _TLV_CACHE_MAX
+
+    for i in range(3 * _TLV_CACHE_MAX):
+        attrs = [(Attr.SOFTWARE, f"natsrv {i}"), (Attr.LIFETIME, i), (Attr.REALM, "r")]
+        first = Message(Method.ALLOCATE, MessageClass.SUCCESS, attributes=attrs).encode()
+        again = Message(Method.ALLOCATE, MessageClass.SUCCESS, attributes=attrs).encode()
+        assert first[20:] == again[20:]
+        assert decode_untrusted(first).attributes == attrs
+        assert len(_TLV_CACHE) <= _TLV_CACHE_MAX
+    # A list where a tuple is usual (unhashable) is encoded, just not remembered.
+    algorithms = [PasswordAlgorithm(2), PasswordAlgorithm(1)]
+    as_list = Message(Method.BINDING, MessageClass.REQUEST, bytes(12),
+                      [(Attr.PASSWORD_ALGORITHMS, algorithms)])
+    as_tuple = Message(Method.BINDING, MessageClass.REQUEST, bytes(12),
+                       [(Attr.PASSWORD_ALGORITHMS, tuple(algorithms))])
+    assert as_list.encode() == as_tuple.encode()
+    # Another padding byte is never served from the table.
+    padded = Message(Method.BINDING, MessageClass.REQUEST, bytes(12), [(Attr.SOFTWARE, "abcde")])
+    assert padded.encode(pad=b" ").endswith(b"abcde   ")
+    assert padded.encode().endswith(b"abcde\x00\x00\x00")
+
+
+def test_registries_name_their_values() -> None:
+    assert Attr.name_of(0x0015) == "NONCE" and Attr.name_of(0x7777) is None
+    assert Method.name_of(Method.ALLOCATE) == "ALLOCATE"
+    assert MessageClass.values() == frozenset({0, 1, 2, 3})
+    msg = Message(Method.BINDING, MessageClass.REQUEST, bytes(12),
+                  [(Attr.NONCE, "n"), (0x7777, b"")])
+    assert "attrs=['NONCE', '0x7777']" in repr(msg)
