@@ -545,6 +545,15 @@ def loopback_ip(text: str) -> str:
     return text
 
 
+def machine_info() -> dict[str, object]:
+    """What the JSON reports say about the machine they ran on."""
+    return {
+        "cpus": os.cpu_count(),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+    }
+
+
 def add_machine_arguments(parser: argparse.ArgumentParser, tool: str) -> None:
     """The options every side-by-side benchmark here shares: phases, CPUs, quiet machine,
     build."""
@@ -674,11 +683,7 @@ def main() -> int:
         ):
             ratio = by_name["natsrv"]["responses_per_s"] / by_name["coturn"]["responses_per_s"]
         out = {
-            "machine": {
-                "cpus": os.cpu_count(),
-                "kernel": platform.release(),
-                "python": platform.python_version(),
-            },
+            "machine": machine_info(),
             "config": {
                 "ip": args.ip,
                 "port": port,

@@ -30,8 +30,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
-import platform
 import secrets
 import select
 import shlex
@@ -447,11 +445,7 @@ def main() -> int:
                     n.rss_per_alloc(count), c.rss_per_alloc(count)
                 )
         out = {
-            "machine": {
-                "cpus": os.cpu_count(),
-                "kernel": platform.release(),
-                "python": platform.python_version(),
-            },
+            "machine": bl.machine_info(),
             "config": {
                 key: getattr(args, key)
                 for key in ("ip", "peer_ip", "duration", "warmup", "repeat", "phases", "sizes",
