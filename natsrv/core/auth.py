@@ -75,10 +75,6 @@ class Credentials:
         object.__setattr__(self, "sha1_key", self.key if self.sha1 else None)
         object.__setattr__(self, "sha256_key", self.key if self.sha256 else None)
 
-    def encode(self, msg: Message) -> bytes:
-        """``msg`` on the wire with the integrity attributes and FINGERPRINT."""
-        return msg.encode(key=self.sha1_key, key_sha256=self.sha256_key, fingerprint=True)
-
 
 class Challenge(Unauthorized):
     """401 before authentication; ``attributes`` are REALM, NONCE (+ algorithms).

@@ -59,19 +59,15 @@ _SPLIT: dict[int, tuple[int, int]] = {}
 _JOIN: dict[tuple[int, int], int] = {}
 
 
-def _split_cached(mtype: int) -> tuple[int, int]:
-    pair = _SPLIT.get(mtype)
-    if pair is None:
-        pair = _SPLIT[mtype] = split_type(mtype)
+def _split_new(mtype: int) -> tuple[int, int]:
+    pair = _SPLIT[mtype] = split_type(mtype)  # mtype has 14 bits: bounded
     return pair
 
 
-def _type_cached(method: int, cls: int) -> int:
-    mtype = _JOIN.get((method, cls))
-    if mtype is None:
-        mtype = message_type(method, cls)
-        if len(_JOIN) < 1 << 14:
-            _JOIN[(method, cls)] = mtype
+def _join_new(method: int, cls: int) -> int:
+    mtype = message_type(method, cls)
+    if len(_JOIN) < 1 << 14:
+        _JOIN[(method, cls)] = mtype
     return mtype
 
 
@@ -221,7 +217,9 @@ def encode_message(
         if len(body) & 3:
             parts.append(pad * (4 - (len(body) & 3)))
     body = b"".join(parts)
-    mtype = _JOIN.get((method, cls)) or _type_cached(method, cls)
+    mtype = _JOIN.get((method, cls))
+    if mtype is None:
+        mtype = _join_new(method, cls)
     head = xor_key if cookie else transaction_id
     if key is not None:
         length = len(body) + 24
@@ -270,7 +268,8 @@ def decode_untrusted(data: bytes) -> Message:
     data = bytes(data)
     cookie = data[4:8] == MAGIC_COOKIE_BYTES
     xor_key = data[4:20]
-    method, cls = _SPLIT.get(mtype) or _split_cached(mtype)
+    pair = _SPLIT.get(mtype)
+    method, cls = pair if pair is not None else _split_new(mtype)
     msg = Message.__new__(Message)
     msg.method = method
     msg.cls = cls
