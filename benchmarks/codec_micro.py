@@ -1,7 +1,8 @@
 """Codec micro-benchmark: microseconds per parse-and-answer of a Binding request.
 
-Runs the same code the UDP listener runs per datagram (``BindingService.answer``), with
-no sockets, for a few request shapes, and the general decoder and encoder on their own.
+Runs the same code the UDP listener runs per datagram (``Server.receive``, the one
+entry point), with no sockets, for a few request shapes, and the general decoder on its
+own.
 
     python benchmarks/codec_micro.py [--seconds 1.0]
 """
@@ -12,7 +13,10 @@ import argparse
 import time
 from collections.abc import Callable
 
+from collections import Counter
+
 from natsrv.core.binding import BindingConfig, BindingService
+from natsrv.core.server import Server
 from natsrv.stun import Attr, ChangeRequest, Message, MessageClass, Method, decode_untrusted
 
 
@@ -35,7 +39,10 @@ def main() -> None:
     service = BindingService(
         BindingConfig(("198.51.100.1", 3478), "198.51.100.2", 3479, "natsrv")
     )
+    server = Server(dict.fromkeys(service.config.endpoints(), service), counters=Counter())
+    receive = server.receive
     src, local = ("203.0.113.7", 40000), ("198.51.100.1", 3478)
+    now = time.time()
     plain = Message(Method.BINDING, MessageClass.REQUEST).encode()
     with_fp = Message(Method.BINDING, MessageClass.REQUEST).encode(fingerprint=True)
     with_software = Message(
@@ -47,16 +54,15 @@ def main() -> None:
         attributes=[(Attr.CHANGE_REQUEST, ChangeRequest(True, True))],
     ).encode()
     classic = Message(Method.BINDING, MessageClass.REQUEST, cookie=False).encode()
-    response = service.answer(with_fp, src, local)
-    assert response is not None
+    [response] = receive(with_fp, ("udp", src, local), now)
     cases = {
-        "answer: Binding, no attributes": lambda: service.answer(plain, src, local),
-        "answer: Binding + FINGERPRINT": lambda: service.answer(with_fp, src, local),
-        "answer: Binding + SOFTWARE + FINGERPRINT": lambda: service.answer(
-            with_software, src, local
+        "receive: Binding, no attributes": lambda: receive(plain, ("udp", src, local), now),
+        "receive: Binding + FINGERPRINT": lambda: receive(with_fp, ("udp", src, local), now),
+        "receive: Binding + SOFTWARE + FINGERPRINT": lambda: receive(
+            with_software, ("udp", src, local), now
         ),
-        "answer: CHANGE-REQUEST (RFC 5780)": lambda: service.answer(change, src, local),
-        "answer: classic RFC 3489 request": lambda: service.answer(classic, src, local),
+        "receive: CHANGE-REQUEST (RFC 5780)": lambda: receive(change, ("udp", src, local), now),
+        "receive: classic RFC 3489 request": lambda: receive(classic, ("udp", src, local), now),
         "decode_untrusted: 6-attribute response": lambda: decode_untrusted(response.data),
     }
     width = max(map(len, cases))

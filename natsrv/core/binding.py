@@ -15,53 +15,21 @@ padded response is never larger than the padded request that asked for it.
 
 from __future__ import annotations
 
-import struct
-import zlib
 from dataclasses import dataclass
-from typing import NamedTuple
 
-from ..stun.attributes import (
-    CODECS,
-    Address,
-    ChangeRequest,
-    ErrorCodeValue,
-    encode_value,
-    pack_ip,
-)
-from ..stun.constants import FINGERPRINT_XOR, MAGIC_COOKIE_BYTES, Attr, MessageClass, Method
-from ..stun.errors import ParseError
-from ..stun.message import Message, decode_untrusted, encode_message
-
-_HEADER = struct.Struct(">HH")
-_FP_ATTR = struct.Struct(">HHI")
-_ATTR = struct.Struct(">HH")
-_SUCCESS = 0x0101
-_FP_ONLY = b"\x80\x28\x00\x04"
-_V4_XOR = struct.Struct(">HH16sHHxBHI")
-_V4_BOTH = struct.Struct(">HH16sHHxBHIHHxBHI")
-_V4_INT: dict[str, int] = {}
-
-
-def _v4_int(host: str) -> int | None:
-    try:
-        ip = int.from_bytes(pack_ip(host), "big")
-    except ValueError:
-        return None
-    if len(_V4_INT) >= 4096:
-        _V4_INT.clear()
-    _V4_INT[host] = ip
-    return ip
-
-_XMA = Attr.XOR_MAPPED_ADDRESS
-_enc_xor = CODECS[_XMA][1]
-_enc_addr = CODECS[Attr.MAPPED_ADDRESS][1]
+from ..stun.attributes import Address, ChangeRequest, ErrorCodeValue
+from ..stun.constants import Attr, MessageClass, Method
+from ..stun.fast import BindingSuccess, encode_attribute
+from ..stun.message import Message, encode_message
+from .effects import FiveTuple, SendToClient
 
 #: The most PADDING a response will carry (RFC 5780 §7.6 is for MTU probing).
 MAX_PADDING = 1472
 MAX_SOFTWARE = 128
 
-# Request attributes that never change the answer of the fast path.
-_HARMLESS = frozenset(
+#: Request attributes that never change the answer: a request carrying only these gets
+#: the same response as a plain one.
+HARMLESS = frozenset(
     {
         Attr.SOFTWARE,
         Attr.FINGERPRINT,
@@ -71,14 +39,7 @@ _HARMLESS = frozenset(
         Attr.USE_CANDIDATE,
     }
 )
-
-
-class Reply(NamedTuple):
-    """Send ``data`` to ``dest`` from the local endpoint ``via``."""
-
-    data: bytes
-    dest: Address
-    via: Address
+_PADDING_HEADER = 4  # a padded answer is its unpadded self, this header and the padding
 
 
 @dataclass(frozen=True)
@@ -124,141 +85,92 @@ class BindingConfig:
 
 
 class BindingService:
-    """Answers Binding requests. Holds only precomputed bytes; no per-client state."""
+    """Answers Binding requests for one group of endpoints (a primary and its
+    alternates). Holds only precomputed bytes; no per-client state."""
 
     def __init__(self, config: BindingConfig) -> None:
         if config.software is not None and len(config.software.encode()) > MAX_SOFTWARE:
             raise ValueError(f"software is longer than {MAX_SOFTWARE} bytes")
         self.config = config
-        # Bytes that follow XOR-MAPPED-ADDRESS, per (receiving, sending) endpoint.
+        # Encoded attributes that follow the addresses, per (receiving, sending) endpoint.
         self._tails: dict[tuple[Address, Address], bytes] = {}
-        self._fast_tails: dict[Address, bytes] = {}
+        self._plain: dict[Address, BindingSuccess] = {}
         self._software = (
-            self._attr(Attr.SOFTWARE, config.software) if config.software is not None else b""
-        )
+            encode_attribute(Attr.SOFTWARE, config.software)
+            if config.software is not None else b""
+        )  # fmt: skip
         # RFC 3489 has no padding rule: its parsers step by the length field, so the
         # SERVER/SOFTWARE text of a classic response is space-filled to a multiple of 4.
         software = config.software or ""
         self._software_classic = (
-            self._attr(Attr.SOFTWARE, software + " " * (-len(software.encode()) % 4))
+            encode_attribute(Attr.SOFTWARE, software + " " * (-len(software.encode()) % 4))
             if config.software
             else b""
         )
-
-    @staticmethod
-    def _attr(attr_type: int, value: object) -> bytes:
-        body = encode_value(attr_type, value, MAGIC_COOKIE_BYTES + bytes(12))
-        return _ATTR.pack(attr_type, len(body)) + body + b"\x00" * (-len(body) % 4)
 
     def _tail(self, local: Address, via: Address) -> bytes:
         tail = self._tails.get((local, via))
         if tail is None:
             parts = []
             if not self.config.wildcard:
-                parts.append(self._attr(Attr.RESPONSE_ORIGIN, via))
+                parts.append(encode_attribute(Attr.RESPONSE_ORIGIN, via))
             other = self.config.other(local)
             if other is not None:
-                parts.append(self._attr(Attr.OTHER_ADDRESS, other))
+                parts.append(encode_attribute(Attr.OTHER_ADDRESS, other))
             parts.append(self._software)
             tail = b"".join(parts)
             if len(self._tails) < 64:
                 self._tails[(local, via)] = tail
         return tail
 
-    # -- the hot path ------------------------------------------------------------------
-    def answer(
-        self, data: bytes, src: Address, local: Address, *, udp: bool = True
-    ) -> Reply | None:
-        """The reply to one datagram (or stream frame) holding a Binding request, or None
-        for anything to drop. Raises ParseError for malformed bytes."""
-        # Fast path: a modern Binding request whose attributes do not change the answer.
-        if (
-            len(data) >= 20
-            and data[0] == 0
-            and data[1] == 1
-            and data[4:8] == MAGIC_COOKIE_BYTES
-        ):
-            n = len(data)
-            if n == 20 and data[3] == 0:
-                return self._success_fast(data, src, local)
-            if (
-                n == 28
-                and data[2:4] == b"\x00\x08"
-                and data[20:24] == _FP_ONLY
-                and int.from_bytes(data[24:28], "big") == zlib.crc32(data[:20]) ^ FINGERPRINT_XOR
-            ):
-                return self._success_fast(data, src, local)
-            msg = decode_untrusted(data)
-            if all(t in _HARMLESS for t, _ in msg.attributes):
-                return self._success_fast(data, src, local)
-        else:
-            msg = decode_untrusted(data)
-        if msg.method != Method.BINDING or msg.cls != MessageClass.REQUEST:
-            return None  # Binding indications (keepalives) and responses get no answer.
-        return self.handle(msg, src, local, udp=udp, request_size=len(data))
+    def plain(self, local: Address) -> BindingSuccess:
+        """The encoder of success responses sent from ``local`` to plain requests
+        received on ``local`` (no CHANGE-REQUEST, RESPONSE-PORT or PADDING)."""
+        plain = self._plain.get(local)
+        if plain is None:
+            plain = BindingSuccess(self._tail(local, local),
+                                   mapped_address=self.config.mapped_address)
+            if len(self._plain) < 64:
+                self._plain[local] = plain
+        return plain
 
-    def _success_fast(self, data: bytes, src: Address, local: Address) -> Reply:
-        xor_key = data[4:20]
-        host, port = src
-        tail = self._fast_tails.get(local)
-        if tail is None:
-            tail = self._fast_tails[local] = self._tail(local, local)
-        ip = _V4_INT.get(host)
-        if ip is None and ":" not in host:
-            ip = _v4_int(host)
-        if ip is not None:
-            if self.config.mapped_address:
-                msg = _V4_BOTH.pack(_SUCCESS, 24 + len(tail) + 8, xor_key, _XMA, 8, 1,
-                                    port ^ 0x2112, ip ^ 0x2112A442, 1, 8, 1, port, ip) + tail
-            else:
-                msg = _V4_XOR.pack(_SUCCESS, 12 + len(tail) + 8, xor_key, _XMA, 8, 1,
-                                   port ^ 0x2112, ip ^ 0x2112A442) + tail
-        else:
-            body = _enc_xor(src, xor_key)
-            parts = _ATTR.pack(_XMA, len(body)) + body
-            if self.config.mapped_address:
-                body = _enc_addr(src, xor_key)
-                parts += _ATTR.pack(Attr.MAPPED_ADDRESS, len(body)) + body
-            parts += tail
-            msg = _HEADER.pack(_SUCCESS, len(parts) + 8) + xor_key + parts
-        return Reply(
-            msg + _FP_ATTR.pack(Attr.FINGERPRINT, 4, zlib.crc32(msg) ^ FINGERPRINT_XOR), src, local
-        )
-
-    # -- the general path --------------------------------------------------------------
-    def handle(
-        self, msg: Message, src: Address, local: Address, *, udp: bool, request_size: int = 0
-    ) -> Reply:
-        """Answer a decoded Binding request, with an error response where RFC 5780 says."""
+    def handle(self, msg: Message, five_tuple: FiveTuple, request_size: int) -> SendToClient:
+        """Answer a decoded Binding request from ``five_tuple``, with an error response
+        where RFC 5780 says."""
         cfg = self.config
+        transport, src, local = five_tuple
+        udp = transport == "udp"
         if msg.unknown_required:
-            return self._error(msg, src, local, 420, "Unknown Attribute", msg.unknown_required)
+            return self._error(msg, five_tuple, 420, "Unknown Attribute", msg.unknown_required)
+        if msg.cookie and all(t in HARMLESS for t, _ in msg.attributes):
+            return SendToClient(five_tuple, self.plain(local).success(msg.xor_key, src))
         change: ChangeRequest | None = msg.get(Attr.CHANGE_REQUEST)
         via = local
         if change is not None and (change.change_ip or change.change_port):
             if not udp:
-                return self._error(msg, src, local, 400, "CHANGE-REQUEST needs UDP")
+                return self._error(msg, five_tuple, 400, "CHANGE-REQUEST needs UDP")
             if (change.change_ip and cfg.alt_ip is None) or (
                 change.change_port and cfg.alt_port is None
             ):
                 # RFC 5780 §6.1: a server without the alternate answers 420.
                 return self._error(
-                    msg, src, local, 420, "Unknown Attribute", (Attr.CHANGE_REQUEST,)
+                    msg, five_tuple, 420, "Unknown Attribute", (Attr.CHANGE_REQUEST,)
                 )
             via = cfg.changed(local, change.change_ip, change.change_port)
         dest = src
         response_port = msg.get(Attr.RESPONSE_PORT)
         if response_port is not None:
             if not udp:
-                return self._error(msg, src, local, 400, "RESPONSE-PORT needs UDP")
+                return self._error(msg, five_tuple, 400, "RESPONSE-PORT needs UDP")
             if response_port == 0:
-                return self._error(msg, src, local, 400, "RESPONSE-PORT is zero")
+                return self._error(msg, five_tuple, 400, "RESPONSE-PORT is zero")
             dest = (src[0], response_port)
         attrs: list[tuple[int, object]] = []
         if msg.cookie:
             attrs.append((Attr.XOR_MAPPED_ADDRESS, src))
             if cfg.mapped_address:
                 attrs.append((Attr.MAPPED_ADDRESS, src))
+            tail = self._tail(local, via)
         else:
             attrs.append((Attr.MAPPED_ADDRESS, src))
             if not cfg.wildcard:
@@ -266,34 +178,29 @@ class BindingService:
             other = cfg.other(local)
             if other is not None:
                 attrs.append((Attr.CHANGED_ADDRESS, other))
-        tail = self._tail(local, via) if msg.cookie else self._software_classic
-        padding = msg.get(Attr.PADDING)
-        out = encode_message(Method.BINDING, MessageClass.SUCCESS, msg.transaction_id, attrs,
-                             cookie=msg.cookie)
-        out = _HEADER.pack(_SUCCESS, len(out) - 20 + len(tail)) + out[4:] + tail
-        if padding is not None:
+            tail = self._software_classic
+        tid = msg.transaction_id
+        out = encode_message(Method.BINDING, MessageClass.SUCCESS, tid, attrs,
+                             cookie=msg.cookie, tail=tail, fingerprint=True)  # fmt: skip
+        if msg.get(Attr.PADDING) is not None:
             # Pad up to the request's own size (RFC 5780 §7.6), never beyond it.
-            room = min(request_size - len(out) - 8 - 4, MAX_PADDING)
+            room = min(request_size - len(out) - _PADDING_HEADER, MAX_PADDING) & ~3
             if room >= 4:
-                room &= ~3
-                out += _ATTR.pack(Attr.PADDING, room) + bytes(room)
-                out = _HEADER.pack(_SUCCESS, len(out) - 20) + out[4:]
-        return Reply(self._with_fingerprint(out), dest, via)
-
-    @staticmethod
-    def _with_fingerprint(out: bytes) -> bytes:
-        out = _HEADER.pack(int.from_bytes(out[:2], "big"), len(out) - 20 + 8) + out[4:]
-        return out + _FP_ATTR.pack(Attr.FINGERPRINT, 4, zlib.crc32(out) ^ FINGERPRINT_XOR)
+                padding = encode_attribute(Attr.PADDING, bytes(room))
+                out = encode_message(Method.BINDING, MessageClass.SUCCESS, tid, attrs,
+                                     cookie=msg.cookie, tail=tail + padding,
+                                     fingerprint=True)  # fmt: skip
+        return SendToClient(five_tuple if via == local and dest == src else
+                            (transport, dest, via), out)  # fmt: skip
 
     def _error(
         self,
         msg: Message,
-        src: Address,
-        local: Address,
+        five_tuple: FiveTuple,
         code: int,
         reason: str,
         unknown: tuple[int, ...] = (),
-    ) -> Reply:
+    ) -> SendToClient:
         attrs: list[tuple[int, object]] = [(Attr.ERROR_CODE, ErrorCodeValue(code, reason))]
         if unknown:
             attrs.append((Attr.UNKNOWN_ATTRIBUTES, unknown))
@@ -303,7 +210,7 @@ class BindingService:
             msg.method, MessageClass.ERROR, msg.transaction_id, attrs, cookie=msg.cookie,
             fingerprint=True,
         )
-        return Reply(out, src, local)
+        return SendToClient(five_tuple, out)
 
 
-__all__ = ["BindingConfig", "BindingService", "ParseError", "Reply"]
+__all__ = ["HARMLESS", "MAX_PADDING", "BindingConfig", "BindingService"]

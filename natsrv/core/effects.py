@@ -1,10 +1,15 @@
-"""What the TURN core asks the trio shell to do, and what it needs from the shell.
+"""What the sans-IO core asks the trio shell to do, and what it needs from the shell.
 
-The core (``natsrv.core.turn``) never touches a socket: ``TurnServer.handle`` and
-``TurnServer.expire`` return a list of the effects below, which ``natsrv/net`` carries
-out in order. The one thing the core does synchronously through the shell is binding
-relay sockets (``RelayOpener``), because RFC 8656 §7.2 needs to know at once whether a
-port is free (EVEN-PORT, RESERVATION-TOKEN, 508 Insufficient Capacity).
+The core (``natsrv.core.server.Server`` and the TURN state behind it) never touches a
+socket: ``Server.receive``, ``Server.expire`` and ``Server.connection_closed`` return a
+list of the effects below, which ``natsrv/net`` carries out in order. There are two:
+send bytes to a client (on UDP from a given local endpoint, on a stream over its
+connection) and send a datagram from a relay socket to a peer.
+
+The one piece of I/O the core performs synchronously is binding and closing relay
+sockets, through the :class:`RelayOpener` the shell hands it: RFC 8656 §7.2 needs to
+know at once whether a port is free (EVEN-PORT, RESERVATION-TOKEN, 508 Insufficient
+Capacity), so an effect carried out later would be too late.
 
 Effects are plain slotted records, not frozen ones: a frozen dataclass costs twice as
 much to create, and the core creates several per request.
@@ -25,7 +30,8 @@ FiveTuple: TypeAlias = tuple[str, Address, Address]
 
 
 class RelayOpener(Protocol):
-    """Binds and closes relay UDP sockets for the core (implemented by net/relay.py).
+    """Binds and closes relay UDP sockets for the core, synchronously (implemented by
+    net/relay.py): the core's only I/O.
 
     ``bind`` is called for every relay port the core wants, including the second port
     of an EVEN-PORT reservation (RFC 8656 §7.2), and ``close`` exactly once for every
@@ -43,7 +49,10 @@ class RelayOpener(Protocol):
 
 @dataclass(slots=True)
 class SendToClient:
-    """Send ``data`` (a STUN message) to the client on ``five_tuple``."""
+    """Send ``data`` (a STUN or ChannelData message) to the client on ``five_tuple``:
+    over UDP to ``five_tuple[1]`` from the local endpoint ``five_tuple[2]`` (a
+    CHANGE-REQUEST answer names another local endpoint, a RESPONSE-PORT answer another
+    client port), over TCP/TLS on that 5-tuple's connection."""
 
     five_tuple: FiveTuple
     data: bytes
@@ -58,39 +67,12 @@ class SendToPeer:
     data: bytes
 
 
-@dataclass(slots=True)
-class RelayOpened:
-    """An allocation now owns ``relay`` (already bound through ``RelayOpener.bind``):
-    start reading it; datagrams go to ``TurnServer.peer_to_client``."""
-
-    relay: Address
-    five_tuple: FiveTuple
-
-
-@dataclass(slots=True)
-class RelayClosed:
-    """``relay`` no longer belongs to an allocation: stop reading it. The core has
-    already called ``RelayOpener.close`` for it."""
-
-    relay: Address
-
-
-@dataclass(slots=True)
-class CloseConnection:
-    """Close the TCP/TLS connection of ``five_tuple`` (reserved; not emitted yet)."""
-
-    five_tuple: FiveTuple
-
-
-Effect: TypeAlias = SendToClient | SendToPeer | RelayOpened | RelayClosed | CloseConnection
+Effect: TypeAlias = SendToClient | SendToPeer
 
 __all__ = [
     "Address",
-    "CloseConnection",
     "Effect",
     "FiveTuple",
-    "RelayClosed",
-    "RelayOpened",
     "RelayOpener",
     "SendToClient",
     "SendToPeer",

@@ -40,22 +40,12 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
-import secrets
-import struct
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from ..stun.attributes import CODECS, AddressErrorCode, ErrorCodeValue
-from ..stun.constants import (
-    HEADER_SIZE,
-    MAGIC_COOKIE_BYTES,
-    REASONS,
-    TRANSPORT_UDP,
-    Attr,
-    MessageClass,
-    Method,
-)
+from ..stun.attributes import AddressErrorCode, ErrorCodeValue
+from ..stun.constants import REASONS, TRANSPORT_UDP, Attr, MessageClass, Method
 from ..stun.errors import (
     AddressFamilyNotSupported,
     AllocationMismatch,
@@ -69,8 +59,8 @@ from ..stun.errors import (
     UnsupportedTransport,
     WrongCredentials,
 )
-from ..stun.integrity import fingerprint
-from ..stun.message import Message, encode_message, message_type
+from ..stun.fast import MAX_DATA_INDICATION_PAYLOAD, PreparedResponse
+from ..stun.message import Message, encode_message
 from .allocation import (
     CHANNEL_MAX,
     CHANNEL_MIN,
@@ -86,33 +76,13 @@ from .allocation import (
 )
 from .auth import Authenticator, Challenge, ChallengeLimiter, Credentials, StaleChallenge
 from .credentials import CredentialStore
-from .effects import (
-    Address,
-    Effect,
-    FiveTuple,
-    RelayClosed,
-    RelayOpened,
-    RelayOpener,
-    SendToClient,
-    SendToPeer,
-)
+from .effects import Address, Effect, FiveTuple, RelayOpener, SendToClient, SendToPeer
 from .nonce import NonceFactory
 from .policy import PeerPolicy
-
-if TYPE_CHECKING:
-    from ..config import Config
 
 _WILDCARDS = ("0.0.0.0", "::")
 _INF = float("inf")
 
-#: Largest payload a Data indication carries: the STUN length field (16 bits) covers
-#: XOR-PEER-ADDRESS (24 bytes for IPv6), the DATA header (4) and padding.
-MAX_DATA_INDICATION_PAYLOAD = 65504
-
-_ATTR = struct.Struct(">HH")
-_U32 = struct.Struct(">I")
-_DATA_INDICATION_TYPE = message_type(Method.DATA, MessageClass.INDICATION)
-_encode_xor_address = CODECS[Attr.XOR_PEER_ADDRESS][1]
 _SUCCESS = MessageClass.SUCCESS
 _ERROR = MessageClass.ERROR
 _ALLOCATE = Method.ALLOCATE
@@ -190,58 +160,6 @@ class TurnSettings:
         if len(set(families)) != len(families):
             raise ValueError("at most one relay address per family")
 
-    @classmethod
-    def from_config(cls, config: Config, *, relay_ips: Sequence[str] | None = None) -> TurnSettings:
-        """Settings from a validated ``Config``. Without ``relay_ips``: ``relay_ip`` if
-        set, else the first specific (non-wildcard) listen address of each family."""
-        if relay_ips is None:
-            candidates = [config.relay_ip] if config.relay_ip else [ip for ip, _ in config.listen]
-            chosen: dict[int, str] = {}
-            for ip in candidates:
-                if ip not in _WILDCARDS:
-                    chosen.setdefault(family_of(ip), ip)
-            relay_ips = tuple(chosen.values())
-        return cls(
-            realm=config.realm,
-            relay_ips=tuple(relay_ips),
-            relay_ports=config.relay_ports,
-            external_ip=config.external_ip,
-            software=config.software,
-            default_lifetime=config.default_lifetime,
-            max_lifetime=config.max_lifetime,
-            permission_lifetime=config.permission_lifetime,
-            channel_lifetime=config.channel_lifetime,
-            max_allocations=config.max_allocations,
-            user_quota=config.user_quota,
-            max_permissions=config.max_permissions,
-            max_channels=config.max_channels,
-            bandwidth=config.bandwidth,
-            unauth_rate=config.unauth_rate,
-            unauth_global_rate=config.unauth_global_rate,
-            default_family=config.default_family,
-        )
-
-
-def data_indication(peer: Address, data: bytes) -> bytes:
-    """A Data indication carrying ``data`` from ``peer`` (RFC 8656 §11.3): a fresh random
-    transaction ID, XOR-PEER-ADDRESS and DATA. ``ValueError`` if ``data`` is longer
-    than ``MAX_DATA_INDICATION_PAYLOAD``."""
-    if len(data) > MAX_DATA_INDICATION_PAYLOAD:
-        raise ValueError("too much data for one Data indication")
-    xor_key = MAGIC_COOKIE_BYTES + secrets.token_bytes(12)
-    address = _encode_xor_address(peer, xor_key)
-    pad = -len(data) % 4
-    body = b"".join(
-        (
-            _ATTR.pack(Attr.XOR_PEER_ADDRESS, len(address)),
-            address,
-            _ATTR.pack(Attr.DATA, len(data)),
-            data,
-            b"\x00" * pad,
-        )
-    )
-    return _ATTR.pack(_DATA_INDICATION_TYPE, len(body)) + xor_key + body
-
 
 _Handler = Callable[
     [Message, FiveTuple, Allocation | None, Credentials, float, list[Effect]],
@@ -263,6 +181,7 @@ class TurnServer:
         nonces: NonceFactory,
         policy: PeerPolicy,
         opener: RelayOpener,
+        counters: MutableMapping[str, int] | None = None,
     ) -> None:
         self.settings = settings
         self.auth = Authenticator(settings.realm, credentials, nonces)
@@ -276,7 +195,10 @@ class TurnServer:
         )
         #: Every allocation by its 5-tuple.
         self.allocations: dict[FiveTuple, Allocation] = {}
-        self.counters: dict[str, int] = dict.fromkeys(COUNTERS, 0)
+        #: The server's one counter store (shared with the rest of the server when given).
+        self.counters: MutableMapping[str, int] = {} if counters is None else counters
+        for name in COUNTERS:
+            self.counters.setdefault(name, 0)
         self._by_relay: dict[Address, tuple[Allocation, Relay]] = {}
         self._per_user: dict[str, int] = {}
         self._heap: list[tuple[float, int, Allocation | Reservation]] = []
@@ -298,18 +220,17 @@ class TurnServer:
             Method.CREATE_PERMISSION: self._create_permission,
             Method.CHANNEL_BIND: self._channel_bind,
         }
-        # The 401 every new client gets first (RFC 8489 §9.2.4), prepared as bytes:
-        # ERROR-CODE and REALM before the per-client NONCE, PASSWORD-ALGORITHMS after.
-        zero_tid = bytes(12)
-        before = encode_message(0, MessageClass.ERROR, zero_tid, [
-            (Attr.ERROR_CODE, ErrorCodeValue(401, REASONS[401])),
-            (Attr.REALM, settings.realm),
-        ])[HEADER_SIZE:]
-        after_attrs: list[tuple[int, Any]] = []
+        # The 401 every new client gets first (RFC 8489 §9.2.4), prepared: ERROR-CODE
+        # and REALM before the per-client NONCE, PASSWORD-ALGORITHMS after.
+        after: list[tuple[int, Any]] = []
         if self.auth.password_algorithms:
-            after_attrs.append((Attr.PASSWORD_ALGORITHMS, self.auth.password_algorithms))
-        after = encode_message(0, MessageClass.ERROR, zero_tid, after_attrs)[HEADER_SIZE:]
-        self._challenge_parts = (before, after)
+            after.append((Attr.PASSWORD_ALGORITHMS, self.auth.password_algorithms))
+        self._challenge_401 = PreparedResponse(
+            MessageClass.ERROR,
+            [(Attr.ERROR_CODE, ErrorCodeValue(401, REASONS[401])), (Attr.REALM, settings.realm)],
+            Attr.NONCE,
+            after,
+        )
         self._software: tuple[int, str] | None = (
             (Attr.SOFTWARE, settings.software) if settings.software else None
         )
@@ -394,18 +315,9 @@ class TurnServer:
         return effects
 
     def _challenge(self, msg: Message, client: Address, now: float) -> bytes:
-        """The 401 with REALM, a fresh NONCE and PASSWORD-ALGORITHMS, and FINGERPRINT:
-        what ``_error(msg, Challenge(...))`` encodes, from the prepared parts."""
-        before, after = self._challenge_parts
+        """The 401 with REALM, a fresh NONCE and PASSWORD-ALGORITHMS, and FINGERPRINT."""
         nonce = self.auth.nonces.issue(client, now).encode("ascii")
-        size = len(nonce)
-        body = b"".join((
-            before, _ATTR.pack(Attr.NONCE, size), nonce, b"\x00" * (-size % 4), after
-        ))
-        mtype = message_type(msg.method, MessageClass.ERROR)
-        head = _ATTR.pack(mtype, len(body) + 8) + MAGIC_COOKIE_BYTES + msg.transaction_id
-        crc = fingerprint(head + body)
-        return head + body + _ATTR.pack(Attr.FINGERPRINT, 4) + _U32.pack(crc)
+        return self._challenge_401.render(msg.method, msg.transaction_id, nonce)
 
     def _answer_unauthenticated(
         self,
@@ -581,7 +493,6 @@ class TurnServer:
         self._per_user[creds.username] = self._per_user.get(creds.username, 0) + 1
         for relay in relays.values():
             self._by_relay[relay.address] = (alloc, relay)
-            effects.append(RelayOpened(relay.address, five_tuple))
         # A new allocation's first deadline is its relays' expiry (no permissions yet).
         alloc.wake_at = expires_at
         self._push(expires_at, alloc)
@@ -758,7 +669,7 @@ class TurnServer:
     ) -> tuple[FiveTuple, int | None] | None:
         """Where a datagram of ``size`` bytes from ``peer`` to ``relay`` goes: the
         client's 5-tuple and the channel bound to ``peer`` (None: send a Data
-        indication, see ``data_indication``), or None to drop it (RFC 8656 §11.3:
+        indication), or None to drop it (RFC 8656 §11.3:
         no permission for the peer's IP, policy, bandwidth)."""
         entry = self._by_relay.get(relay)
         if entry is None:
@@ -788,8 +699,6 @@ class TurnServer:
             return None
         return alloc.five_tuple, None
 
-    data_indication = staticmethod(data_indication)
-
     def _peer_allowed(self, peer: Address) -> bool:
         """``policy.allows(ip, port)``, cached per peer address (the policy is immutable).
         Only reached for peers an allocation has a permission for."""
@@ -803,8 +712,8 @@ class TurnServer:
 
     # -- lifetimes ---------------------------------------------------------------------
     def expire(self, now: float) -> list[Effect]:
-        """Reclaim everything that expired by ``now``: allocations (``RelayClosed`` each
-        relay; the opener has closed it), dual-allocation relays, permissions, channels
+        """Reclaim everything that expired by ``now``: allocations (the opener closes
+        their relays), dual-allocation relays, permissions, channels
         and unclaimed reservations."""
         effects: list[Effect] = []
         heap = self._heap
@@ -884,7 +793,6 @@ class TurnServer:
         del alloc.relays[relay.family]
         self._by_relay.pop(relay.address, None)
         self.ports.close(relay.address)
-        effects.append(RelayClosed(relay.address))
 
     def _remove(self, alloc: Allocation, effects: list[Effect], reason: str) -> None:
         for relay in list(alloc.relays.values()):
@@ -906,8 +814,6 @@ class TurnServer:
 
 __all__ = [
     "COUNTERS",
-    "MAX_DATA_INDICATION_PAYLOAD",
     "TurnServer",
     "TurnSettings",
-    "data_indication",
 ]

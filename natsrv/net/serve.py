@@ -11,28 +11,32 @@ import logging
 import secrets
 import socket
 import ssl
+import time
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 import trio
 
 from ..config import Config
+from ..core.allocation import family_of
 from ..core.binding import BindingConfig, BindingService
-from ..core.credentials import ChainedStore, RestSecret, StaticUsers
+from ..core.credentials import ChainedStore, CredentialStore, RestSecret, StaticUsers
 from ..core.nonce import NonceFactory
 from ..core.policy import PeerPolicy
+from ..core.server import Server
 from ..core.turn import TurnServer, TurnSettings
 from ..metrics import Metrics
-from ..stun.attributes import ErrorCodeValue
-from ..stun.constants import Attr, MessageClass, Method
-from ..stun.errors import ParseError
-from ..stun.message import decode_untrusted, encode_message
-from .relay import RelaySockets, TurnShell
-from .tcp import StreamConnection, serve_stream
+from .relay import RelaySockets, read_relays
+from .shell import Shell
+from .tcp import serve_stream
 from .udp import bind_udp, local_address, serve_udp
 
 log = logging.getLogger("natsrv")
 
 Address = tuple[str, int]
+_WILDCARDS = ("0.0.0.0", "::")
 
 
 @dataclass
@@ -75,68 +79,6 @@ def _bind_group(ip: str, port: int, alt_ip: str | None, alt_port: int | None
     return socks, port, alt_port
 
 
-def make_stun_handler(binding: BindingService):
-    """The UDP datagram handler for a STUN-only listener."""
-    answer = binding.answer
-    software = binding.config.software
-
-    def handle(data: bytes, src: Address, local: Address):
-        if len(data) >= 20 and data[0] == 0 and data[1] == 1:
-            return answer(data, src, local)
-        msg = decode_untrusted(data)
-        if msg.cls != MessageClass.REQUEST or msg.method == Method.BINDING:
-            return None
-        # A TURN (or unknown) method on a server without TURN: a small 400.
-        attrs: list[tuple[int, object]] = [
-            (Attr.ERROR_CODE, ErrorCodeValue(400, "Bad Request: method not served here"))
-        ]
-        if software:
-            attrs.append((Attr.SOFTWARE, software))
-        out = encode_message(msg.method, MessageClass.ERROR, msg.transaction_id, attrs,
-                             cookie=msg.cookie, fingerprint=True)
-        return out, src, local
-
-    return handle
-
-
-def make_turn_udp_handler(binding: BindingService, shell: TurnShell):
-    """The UDP datagram handler with TURN: Binding requests take the STUN fast path,
-    everything else (TURN requests, indications, ChannelData) goes to the TURN shell."""
-    answer = binding.answer
-    on_client_message = shell.on_client_message
-
-    def handle(data: bytes, src: Address, local: Address):
-        if len(data) >= 20 and data[0] == 0 and data[1] == 1:
-            return answer(data, src, local)
-        if not data:
-            raise ParseError("empty datagram")
-        on_client_message(data, ("udp", src, local))
-        return None
-
-    return handle
-
-
-def make_stream_handler(binding: BindingService, shell: TurnShell | None = None):
-    def on_frame(frame: bytes, conn: StreamConnection):
-        if shell is not None and not (frame[0] == 0 and frame[1] == 1):
-            shell.on_client_message(frame, ("tls" if conn.tls else "tcp", conn.peer, conn.local))
-            return None
-        if frame[0] >= 0x40:
-            return None  # ChannelData without TURN
-        msg = decode_untrusted(frame)
-        if msg.cls != MessageClass.REQUEST:
-            return None
-        if msg.method != Method.BINDING:
-            attrs: list[tuple[int, object]] = [
-                (Attr.ERROR_CODE, ErrorCodeValue(400, "Bad Request: method not served here"))
-            ]
-            return encode_message(msg.method, MessageClass.ERROR, msg.transaction_id, attrs,
-                                  cookie=msg.cookie, fingerprint=True)
-        return binding.handle(msg, conn.peer, conn.local, udp=False).data
-
-    return on_frame
-
-
 def make_ssl_context(config: Config) -> ssl.SSLContext:
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
@@ -145,43 +87,70 @@ def make_ssl_context(config: Config) -> ssl.SSLContext:
     return ctx
 
 
-def make_turn(
-    config: Config,
-    relays: RelaySockets,
-    senders: dict[Address, socket.socket],
-    metrics: Metrics,
-) -> TurnShell:
+def turn_settings(config: Config) -> TurnSettings:
+    """The TURN core's settings from the application's ``Config``: ``relay_ip`` if set,
+    else the first specific (non-wildcard) listen address of each family."""
+    candidates = [config.relay_ip] if config.relay_ip else [ip for ip, _ in config.listen]
+    chosen: dict[int, str] = {}
+    for ip in candidates:
+        if ip not in _WILDCARDS:
+            chosen.setdefault(family_of(ip), ip)
+    return TurnSettings(
+        realm=config.realm,
+        relay_ips=tuple(chosen.values()),
+        relay_ports=config.relay_ports,
+        external_ip=config.external_ip,
+        software=config.software,
+        default_lifetime=config.default_lifetime,
+        max_lifetime=config.max_lifetime,
+        permission_lifetime=config.permission_lifetime,
+        channel_lifetime=config.channel_lifetime,
+        max_allocations=config.max_allocations,
+        user_quota=config.user_quota,
+        max_permissions=config.max_permissions,
+        max_channels=config.max_channels,
+        bandwidth=config.bandwidth,
+        unauth_rate=config.unauth_rate,
+        unauth_global_rate=config.unauth_global_rate,
+        default_family=config.default_family,
+    )
+
+
+def make_turn(config: Config, relays: RelaySockets, counters: Counter[str]) -> TurnServer:
     """The TURN core with its credential sources, nonces and peer policy."""
-    stores: list[object] = []
+    stores: list[CredentialStore] = []
     if config.users:
         stores.append(StaticUsers(dict(config.users)))
     if config.auth_secret is not None:
         stores.append(RestSecret(config.auth_secret))
     credentials = stores[0] if len(stores) == 1 else ChainedStore(*stores)
-    settings = TurnSettings.from_config(config)
-    own: list[object] = [ep for ip, port in config.listen
-                         for ep in BindingConfig((ip, port), config.alt_ip, config.alt_port)
-                         .endpoints()]
+    own: list[str | Address] = [
+        ep for ip, port in config.listen
+        for ep in BindingConfig((ip, port), config.alt_ip, config.alt_port).endpoints()
+    ]  # fmt: skip
     if config.tls_port is not None:
         own += [(ip, config.tls_port) for ip, _ in config.listen]
     if config.external_ip is not None:
         own += [(config.external_ip[0], port) for _, port in config.listen]
     policy = PeerPolicy(allow=config.allow_peer, deny=config.deny_peer, own_addresses=own)
     nonces = NonceFactory(secrets.token_bytes(32), config.nonce_lifetime)
-    turn = TurnServer(settings, credentials=credentials, nonces=nonces, policy=policy,
-                      opener=relays)
-    return TurnShell(turn, relays, senders, metrics)
+    return TurnServer(turn_settings(config), credentials=credentials, nonces=nonces,
+                      policy=policy, opener=relays, counters=counters)  # fmt: skip
 
 
-async def serve(config: Config, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
-    """Run the server until cancelled."""
+async def serve(
+    config: Config,
+    *,
+    clock: Callable[[], float] = time.time,
+    task_status: trio.TaskStatus[ServerInfo] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run the server until cancelled. ``clock`` is the wall clock the core is given."""
     metrics = Metrics()
     info = ServerInfo(metrics=metrics)
-    udp_socks: list[tuple[socket.socket, object]] = []
-    senders: dict[Address, socket.socket] = {}
     relays = RelaySockets()
-    shell = make_turn(config, relays, senders, metrics) if config.turn_enabled else None
-    stream_groups: list[tuple[list[Address], BindingService]] = []
+    udp_socks: list[socket.socket] = []
+    bindings: dict[Address, BindingService] = {}
+    groups: list[tuple[list[Address], BindingService]] = []
     try:
         for index, (ip, port) in enumerate(config.listen):
             alt_ip = config.alt_ip if index == 0 else None
@@ -194,69 +163,64 @@ async def serve(config: Config, *, task_status=trio.TASK_STATUS_IGNORED) -> None
             binding = BindingService(
                 BindingConfig((ip, port), alt_ip, alt_port, config.software,
                               config.mapped_address)
-            )
-            handler = (
-                make_stun_handler(binding) if shell is None
-                else make_turn_udp_handler(binding, shell)
-            )
+            )  # fmt: skip
+            endpoints = binding.config.endpoints()
+            for endpoint in endpoints:
+                bindings.setdefault(endpoint, binding)
             for s in socks:
-                addr = local_address(s)
-                senders[addr] = s
-                udp_socks.append((s, handler))
-                info.udp.append(addr)
-            endpoints = BindingConfig((ip, port), alt_ip, alt_port).endpoints()
-            stream_groups.append((endpoints, binding))
+                udp_socks.append(s)
+                info.udp.append(local_address(s))
+            groups.append((endpoints, binding))
     except OSError as exc:
-        for s, _ in udp_socks:
+        for s in udp_socks:
             s.close()
         raise OSError(exc.errno, f"cannot bind: {exc.strerror}") from None
 
     ssl_context = make_ssl_context(config) if config.tls_enabled else None
-    stream_listeners: list[trio.SocketListener] = []
+    stream_listeners: list[tuple[trio.SocketListener, ssl.SSLContext | None]] = []
     try:
+        for endpoints, binding in groups:
+            plans: list[tuple[Address, ssl.SSLContext | None, list[Address]]] = []
+            if config.tcp:
+                plans += [(ep, None, info.tcp) for ep in endpoints]
+            if ssl_context is not None:
+                tls_port = config.tls_port if config.tls_port is not None else 5349
+                plans.append(((endpoints[0][0], tls_port), ssl_context, info.tls))
+            for (ip, port), ctx, record in plans:
+                for listener in await trio.open_tcp_listeners(port, host=ip):
+                    stream_listeners.append((listener, ctx))
+                    addr = local_address(listener.socket)
+                    record.append(addr)
+                    bindings.setdefault(addr, binding)
+        turn = make_turn(config, relays, metrics.counters) if config.turn_enabled else None
+        server = Server(bindings, turn, counters=metrics.counters, software=config.software)
+        shell = Shell(server, relays, metrics, clock)
         async with trio.open_nursery() as nursery:
-            for s, handler in udp_socks:
-                nursery.start_soon(serve_udp, s, handler, senders, metrics)
+            for s in udp_socks:
+                shell.senders[local_address(s)] = s
+                nursery.start_soon(serve_udp, s, shell)
                 log.info("listening on udp %s:%d", *local_address(s))
-            if config.tcp or ssl_context is not None:
-                for endpoints, binding in stream_groups:
-                    on_frame = make_stream_handler(binding, shell)
-                    plans: list[tuple[Address, ssl.SSLContext | None, list[Address]]] = []
-                    if config.tcp:
-                        plans += [(ep, None, info.tcp) for ep in endpoints]
-                    if ssl_context is not None:
-                        tls_port = config.tls_port if config.tls_port is not None else 5349
-                        plans.append(((endpoints[0][0], tls_port), ssl_context, info.tls))
-                    for (ip, port), ctx, record in plans:
-                        listeners = await trio.open_tcp_listeners(port, host=ip)
-                        stream_listeners.extend(listeners)
-                        for listener in listeners:
-                            addr = local_address(listener.socket)
-                            record.append(addr)
-                            log.info("listening on %s %s:%d", "tls" if ctx else "tcp", *addr)
-                            nursery.start_soon(
-                                lambda lst=listener, c=ctx, h=on_frame: serve_stream(
-                                    lst, h, metrics=metrics,
-                                    idle_timeout=config.tcp_idle_timeout,
-                                    max_connections=config.tcp_max_connections,
-                                    max_frame=config.max_message_size, ssl_context=c,
-                                    on_open=shell.connection_opened if shell else None,
-                                    on_close=shell.connection_closed if shell else None,
-                                )
-                            )
-            if shell is not None:
+            for listener, ctx in stream_listeners:
+                log.info("listening on %s %s:%d", "tls" if ctx else "tcp",
+                         *local_address(listener.socket))  # fmt: skip
+                nursery.start_soon(partial(
+                    serve_stream, listener, shell, idle_timeout=config.tcp_idle_timeout,
+                    max_connections=config.tcp_max_connections,
+                    max_frame=config.max_message_size, ssl_context=ctx,
+                ))  # fmt: skip
+            if turn is not None:
                 nursery.start_soon(shell.run_timers)
-                nursery.start_soon(shell.read_relays)
+                nursery.start_soon(read_relays, shell)
                 log.info("TURN enabled: realm %r, relay %s, ports %d-%d",
-                         config.realm, ", ".join(shell.turn.settings.relay_ips),
-                         *config.relay_ports)
+                         config.realm, ", ".join(turn.settings.relay_ips),
+                         *config.relay_ports)  # fmt: skip
             task_status.started(info)
     finally:
         relays.close_all()
-        for s, _ in udp_socks:
+        for s in udp_socks:
             s.close()
-        for listener in stream_listeners:
+        for listener, _ in stream_listeners:
             listener.socket.close()
 
 
-__all__ = ["ParseError", "ServerInfo", "serve"]
+__all__ = ["ServerInfo", "serve", "turn_settings"]

@@ -11,14 +11,16 @@ from __future__ import annotations
 import logging
 import socket
 import ssl
-from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
-from ..metrics import Metrics
+from ..core.effects import FiveTuple
 from ..stun.errors import ParseError
 from ..stun.framing import StreamFramer
+
+if TYPE_CHECKING:
+    from .shell import Shell
 
 log = logging.getLogger("natsrv.tcp")
 
@@ -35,11 +37,15 @@ class StreamConnection:
     bound.
     """
 
-    def __init__(self, stream: trio.abc.Stream, peer: Address, local: Address, tls: bool):
+    def __init__(
+        self, stream: trio.abc.Stream, peer: Address, local: Address, tls: bool
+    ) -> None:
         self.stream = stream
         self.peer = peer
         self.local = local
         self.tls = tls
+        #: The connection's 5-tuple, as the core names it.
+        self.five_tuple: FiveTuple = ("tls" if tls else "tcp", peer, local)
         self._send, self._receive = trio.open_memory_channel[bytes](SEND_QUEUE)
         self.closed = False
 
@@ -58,31 +64,25 @@ class StreamConnection:
             self.closed = True
 
 
-#: ``(frame, connection) -> list[bytes] | bytes | None`` answers to send on the connection.
-FrameHandler = Callable[[bytes, StreamConnection], Any]
-
-
 def _addr(name: Any) -> Address:
     return name[0], name[1]
 
 
 async def serve_stream(
     listener: trio.SocketListener,
-    on_frame: FrameHandler,
+    shell: Shell,
     *,
-    metrics: Metrics,
     idle_timeout: float,
     max_connections: int,
     max_frame: int,
     ssl_context: ssl.SSLContext | None = None,
-    on_open: Callable[[StreamConnection], None] | None = None,
-    on_close: Callable[[StreamConnection], Awaitable[None] | None] | None = None,
 ) -> None:
     """Accept connections forever; each is served by its own task, at most
-    ``max_connections`` at once (the rest are closed at once)."""
+    ``max_connections`` at once (the rest are closed at once). Every complete frame
+    goes to ``Server.receive``; the effects go to the shell."""
     open_count = 0
-    gauges = metrics.gauges
-    counters = metrics.counters
+    gauges = shell.metrics.gauges
+    counters = shell.counters
     kind = "tls" if ssl_context else "tcp"
 
     async def handle(sock_stream: trio.SocketStream) -> None:
@@ -101,16 +101,12 @@ async def serve_stream(
                 with trio.fail_after(TLS_HANDSHAKE_TIMEOUT):
                     await stream.do_handshake()
             conn = StreamConnection(stream, peer, local, ssl_context is not None)
-            if on_open is not None:
-                on_open(conn)
+            shell.connection_opened(conn)
             try:
-                await _serve_connection(conn, on_frame, idle_timeout, max_frame, counters)
+                await _serve_connection(conn, shell, idle_timeout, max_frame)
             finally:
                 conn.closed = True
-                if on_close is not None:
-                    result = on_close(conn)
-                    if result is not None:
-                        await result
+                shell.connection_closed(conn)
         except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError, OSError):
             pass
         except Exception:  # a bug in one connection must never stop the server
@@ -142,13 +138,13 @@ async def serve_stream(
 
 
 async def _serve_connection(
-    conn: StreamConnection,
-    on_frame: FrameHandler,
-    idle_timeout: float,
-    max_frame: int,
-    counters: Any,
+    conn: StreamConnection, shell: Shell, idle_timeout: float, max_frame: int
 ) -> None:
     framer = StreamFramer(max_frame)
+    receive = shell.server.receive
+    apply = shell.apply
+    clock = shell.clock
+    five_tuple = conn.five_tuple
     async with trio.open_nursery() as nursery:
         nursery.start_soon(conn._sender)
         with trio.CancelScope() as idle:
@@ -163,22 +159,13 @@ async def _serve_connection(
                 try:
                     frames = framer.feed(data)
                 except ParseError:
-                    counters["stream_framing_errors"] += 1
+                    shell.counters["stream_framing_errors"] += 1
                     break
-                for frame in frames:
+                if frames:
                     idle.deadline = trio.current_time() + idle_timeout
-                    try:
-                        replies = on_frame(frame, conn)
-                    except ParseError:
-                        counters["dropped_malformed"] += 1
-                        continue
-                    if replies is None:
-                        continue
-                    if isinstance(replies, bytes):
-                        replies = [replies]
-                    for reply in replies:
-                        if not conn.send_nowait(reply):
-                            counters["stream_send_dropped"] += 1
+                    now = clock()
+                    for frame in frames:
+                        apply(receive(frame, five_tuple, now))
         # Let what is queued go out (bounded), then stop.
         conn._send.close()
         nursery.cancel_scope.deadline = trio.current_time() + 2.0

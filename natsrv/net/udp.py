@@ -3,26 +3,26 @@
 DESIGN.md, "Concurrency and scale": awaiting once per datagram costs more than coturn's
 whole per-request work, so each listener waits with ``trio.lowlevel.wait_readable``
 and then reads with non-blocking ``recvfrom`` until the kernel has nothing more or a
-batch is done, answering each datagram at once with a non-blocking ``sendto``; it
-yields to trio between batches so timers and other tasks run.
+batch is done, handing each datagram to ``Server.receive`` (with ``now`` read once per
+batch) and answering at once with a non-blocking ``sendto``; it yields to trio between
+batches so timers and other tasks run.
 """
 
 from __future__ import annotations
 
 import logging
 import socket
-from collections.abc import Callable
+from collections.abc import MutableMapping
 
 import trio
 
-from ..metrics import Metrics
-from ..stun.errors import ParseError
+from ..core.effects import SendToClient
+from .shell import Shell
 
 log = logging.getLogger("natsrv.udp")
 
 Address = tuple[str, int]
-#: ``(data, src, local) -> list of (data, dest, via)`` or None; raises ParseError to drop.
-DatagramHandler = Callable[[bytes, Address, Address], "object | None"]
+_UDP = "udp"
 
 BATCH = 256
 RECV_SIZE = 65535
@@ -49,21 +49,20 @@ def local_address(sock: socket.socket) -> Address:
     return name[0], name[1]
 
 
-async def serve_udp(
-    sock: socket.socket,
-    handler: Callable[[bytes, Address, Address], object],
-    senders: dict[Address, socket.socket],
-    metrics: Metrics,
-) -> None:
-    """Serve one UDP socket forever. ``handler`` returns a Reply-like ``(data, dest, via)``,
-    a list of them, or None. ``senders`` maps a local endpoint to the socket that sends
-    from it (for CHANGE-REQUEST answers from another address)."""
+async def serve_udp(sock: socket.socket, shell: Shell) -> None:
+    """Serve one UDP socket forever: each datagram goes to ``Server.receive``; answers to
+    the sender from this socket are sent at once, other effects through the shell."""
     local = local_address(sock)
     recvfrom = sock.recvfrom
+    sendto = sock.sendto
+    receive = shell.server.receive
+    apply = shell.apply
+    clock = shell.clock
+    counters = shell.counters
     wait_readable = trio.lowlevel.wait_readable
-    counters = metrics.counters
     while True:
         await wait_readable(sock)
+        now = clock()
         for _ in range(BATCH):
             try:
                 data, src = recvfrom(RECV_SIZE)
@@ -76,53 +75,37 @@ async def serve_udp(
             if len(src) > 2:
                 src = (src[0], src[1])
             try:
-                reply = handler(data, src, local)
-            except ParseError:
-                counters["dropped_malformed"] += 1
-                continue
+                effects = receive(data, (_UDP, src, local), now)
             except Exception:  # a bug must cost one datagram, never the listener
                 counters["handler_errors"] += 1
                 if counters["handler_errors"] <= 10:
                     log.exception("error handling a datagram from %s", src)
                 continue
-            if reply is None:
-                continue
-            if type(reply) is list:
-                for item in reply:
-                    await _send(senders, item[0], item[1], item[2], sock, counters)
-            else:
-                data_out, dest, via = reply  # type: ignore[misc]
-                out = sock if via == local else senders.get(via)
-                if out is None:
-                    continue
-                try:
-                    out.sendto(data_out, dest)
-                except BlockingIOError:
-                    await _send(senders, data_out, dest, via, sock, counters)
-                except OSError:
-                    counters["udp_send_errors"] += 1
+            for effect in effects:
+                if type(effect) is SendToClient:
+                    five_tuple = effect.five_tuple
+                    if five_tuple[2] is local and five_tuple[0] == _UDP:
+                        try:
+                            sendto(effect.data, five_tuple[1])
+                        except BlockingIOError:
+                            await _send_when_writable(sock, effect.data, five_tuple[1],
+                                                      counters)  # fmt: skip
+                        except OSError:
+                            counters["udp_send_errors"] += 1
+                        continue
+                apply((effect,))
         else:
             # A full batch: let timers and other listeners run before the next one.
             await trio.lowlevel.checkpoint()
 
 
-async def _send(
-    senders: dict[Address, socket.socket],
-    data: bytes,
-    dest: Address,
-    via: Address,
-    default: socket.socket,
-    counters: dict[str, int],
+async def _send_when_writable(
+    sock: socket.socket, data: bytes, dest: Address, counters: MutableMapping[str, int]
 ) -> None:
-    out = senders.get(via, default)
-    for _ in range(2):
-        try:
-            out.sendto(data, dest)
-            return
-        except BlockingIOError:
-            with trio.move_on_after(0.05):
-                await trio.lowlevel.wait_writable(out)
-        except OSError:
-            counters["udp_send_errors"] += 1
-            return
-    counters["udp_send_dropped"] += 1
+    """The kernel's send buffer is full: wait for room briefly, once, then drop."""
+    with trio.move_on_after(0.05):
+        await trio.lowlevel.wait_writable(sock)
+    try:
+        sock.sendto(data, dest)
+    except OSError:
+        counters["udp_send_dropped"] += 1

@@ -188,7 +188,12 @@ def encode_message(
     key_sha256: bytes | None = None,
     fingerprint: bool = False,
     pad: bytes = b"\x00",
+    tail: bytes = b"",
 ) -> bytes:
+    """The wire bytes of a message: ``attributes`` in order, then ``tail`` (attributes
+    already encoded, e.g. by ``fast.encode_attribute``), then MESSAGE-INTEGRITY with
+    ``key``, MESSAGE-INTEGRITY-SHA256 with ``key_sha256`` and FINGERPRINT with
+    ``fingerprint`` (RFC 8489 §14.5-14.7)."""
     xor_key = MAGIC_COOKIE_BYTES + transaction_id if cookie else transaction_id
     parts: list[bytes] = []
     cache = _TLV_CACHE if pad == b"\x00" else None
@@ -216,6 +221,8 @@ def encode_message(
         parts.append(body)
         if len(body) & 3:
             parts.append(pad * (4 - (len(body) & 3)))
+    if tail:
+        parts.append(tail)
     body = b"".join(parts)
     mtype = _JOIN.get((method, cls))
     if mtype is None:

@@ -7,11 +7,11 @@ from __future__ import annotations
 import ipaddress
 import time
 from collections.abc import AsyncIterator
+from functools import partial
 
 import pytest
 import trio
 
-import natsrv.net.relay
 from natsrv.config import Config
 from natsrv.core.credentials import rest_credentials
 from natsrv.net.serve import ServerInfo, serve
@@ -148,17 +148,16 @@ async def test_rest_credentials_and_expiry(
 async def test_stale_nonce_gets_438_and_the_retry_succeeds(
     nursery: trio.Nursery, sockets: list[trio.socket.SocketType], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    info = await nursery.start(serve, turn_config(nonce_lifetime=60))
+    skew = [0.0]  # the server's wall clock runs this far ahead
+
+    def clock() -> float:
+        return time.time() + skew[0]
+
+    info = await nursery.start(partial(serve, clock=clock), turn_config(nonce_lifetime=60))
     client = TurnClient(await udp(sockets), info.udp[0], "alice", "wonderland")
     await client.allocate()
     first_nonce = client.nonce
-
-    class Later:  # the server's wall clock, two minutes on
-        @staticmethod
-        def time() -> float:
-            return time.time() + 120
-
-    monkeypatch.setattr(natsrv.net.relay, "time", Later)
+    skew[0] = 120.0  # two minutes on: the nonce is stale
     reply = await client.transact(
         Message(Method.REFRESH, MessageClass.REQUEST, attributes=[(Attr.LIFETIME, 600)])
     )

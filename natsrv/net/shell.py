@@ -1,0 +1,102 @@
+"""Carries out the core's effects: the one place where the trio shell sends to clients
+and peers.
+
+The listeners (``udp.py``, ``tcp.py``) and the relay reader (``relay.py``) hand every
+datagram and frame to ``Server.receive`` / ``Server.receive_from_peer`` and pass what
+comes back to :meth:`Shell.apply` (the UDP listener sends its own direct answers
+inline, which is the same operation without the call). Sends never wait: a full socket
+buffer or stream queue drops the message and counts it, as a router would.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
+
+import trio
+
+from ..core.effects import Address, Effect, FiveTuple, SendToClient, SendToPeer
+from ..core.server import Server
+from ..metrics import Metrics
+
+if TYPE_CHECKING:
+    from .relay import RelaySockets
+    from .tcp import StreamConnection
+
+_UDP = "udp"
+
+
+class Shell:
+    """The sockets and connections effects are carried out on, and the server's clock.
+
+    ``senders`` maps each local UDP endpoint to the socket bound on it (a CHANGE-REQUEST
+    answer leaves from another endpoint than the request arrived on); ``connections``
+    maps a stream's 5-tuple to its connection; ``clock`` is the wall clock the core's
+    ``now`` comes from (REST usernames and nonces are unix times).
+    """
+
+    def __init__(
+        self,
+        server: Server,
+        relays: RelaySockets,
+        metrics: Metrics,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.server = server
+        self.relays = relays
+        self.metrics = metrics
+        self.counters = metrics.counters
+        self.clock = clock
+        self.senders: dict[Address, socket.socket] = {}
+        self.connections: dict[FiveTuple, StreamConnection] = {}
+
+    def apply(self, effects: Iterable[Effect]) -> None:
+        for effect in effects:
+            if type(effect) is SendToClient:
+                self.send_to_client(effect.five_tuple, effect.data)
+            elif type(effect) is SendToPeer:
+                sock = self.relays.sockets.get(effect.relay)
+                if sock is not None:
+                    self.sendto(sock, effect.data, effect.peer)
+
+    def send_to_client(self, five_tuple: FiveTuple, data: bytes) -> None:
+        if five_tuple[0] == _UDP:
+            sock = self.senders.get(five_tuple[2])
+            if sock is not None:
+                self.sendto(sock, data, five_tuple[1])
+        else:
+            conn = self.connections.get(five_tuple)
+            if conn is not None and not conn.send_nowait(data):
+                self.counters["stream_send_dropped"] += 1
+
+    def sendto(self, sock: socket.socket, data: bytes, dest: Address) -> None:
+        try:
+            sock.sendto(data, dest)
+        except BlockingIOError:
+            self.counters["udp_send_dropped"] += 1
+        except OSError:
+            self.counters["udp_send_errors"] += 1
+
+    # -- connections and time ------------------------------------------------------------
+    def connection_opened(self, conn: StreamConnection) -> None:
+        self.connections[conn.five_tuple] = conn
+
+    def connection_closed(self, conn: StreamConnection) -> None:
+        self.connections.pop(conn.five_tuple, None)
+        self.apply(self.server.connection_closed(conn.five_tuple, self.clock()))
+
+    async def run_timers(self) -> None:
+        """Call ``Server.expire`` when the core's next deadline comes (at least once a
+        second, so a wall-clock step is noticed)."""
+        server = self.server
+        while True:
+            now = self.clock()
+            deadline = server.next_deadline()
+            delay = 1.0 if deadline is None else min(max(deadline - now, 0.0), 1.0)
+            await trio.sleep(delay)
+            self.apply(server.expire(self.clock()))
+
+
+__all__ = ["Shell"]
