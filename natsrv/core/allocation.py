@@ -18,17 +18,15 @@ import secrets
 import struct
 from dataclasses import dataclass, field
 
+from ..stun.constants import FAMILY_IPV4, FAMILY_IPV6
+from ..stun.framing import CHANNEL_MAX, CHANNEL_MIN
 from .effects import Address, FiveTuple, RelayOpener
-
-#: RFC 8656 §12: channel numbers a client may bind.
-CHANNEL_MIN = 0x4000
-CHANNEL_MAX = 0x7FFE  # RFC 8656 says 0x4FFF; RFC 5766 clients use up to 0x7FFE
 
 #: Address families as the core names them; RFC 8656 §18.6 codes map onto them.
 IPV4 = 4
 IPV6 = 6
-FAMILY_CODES = {0x01: IPV4, 0x02: IPV6}
-FAMILY_CODE_OF = {IPV4: 0x01, IPV6: 0x02}
+FAMILY_CODES = {FAMILY_IPV4: IPV4, FAMILY_IPV6: IPV6}
+FAMILY_CODE_OF = {IPV4: FAMILY_IPV4, IPV6: FAMILY_IPV6}
 
 
 def family_of(ip: str) -> int:

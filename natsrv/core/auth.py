@@ -38,22 +38,19 @@ are dropped without an answer.
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..stun.attributes import Address, PasswordAlgorithm
+from ..stun.attributes import Address, PasswordAlgorithm, SecurityFeature, nonce_features
 from ..stun.constants import Attr
 from ..stun.errors import BadRequest, StaleNonce, Unauthorized
 from ..stun.message import Message, verify_integrity, verify_integrity_sha256
 from .credentials import MD5, SHA256, CredentialStore
-from .nonce import NONCE_COOKIE, NonceFactory, SecurityFeature
+from .nonce import NonceFactory
 
 #: Algorithms in the order they are offered in PASSWORD-ALGORITHMS (preferred first).
 ALGORITHM_PREFERENCE = (SHA256, MD5)
-_COOKIE_LENGTH = len(NONCE_COOKIE) + 4
 _PASSWORD_ALGORITHMS = int(SecurityFeature.PASSWORD_ALGORITHMS)  # plain int: IntFlag ops are slow
 
 
@@ -93,17 +90,6 @@ class StaleChallenge(StaleNonce):
     def __init__(self, attributes: list[tuple[int, Any]]) -> None:
         super().__init__()
         self.attributes = attributes
-
-
-def nonce_features(nonce: str) -> int | None:
-    """The security features of a nonce that starts with the RFC 8489 §9.2 cookie."""
-    if len(nonce) < _COOKIE_LENGTH or not nonce.startswith(NONCE_COOKIE):
-        return None
-    try:
-        raw = base64.b64decode(nonce[len(NONCE_COOKIE) : _COOKIE_LENGTH], validate=True)
-    except (binascii.Error, ValueError):
-        return None
-    return int.from_bytes(raw, "big")
 
 
 class Authenticator:

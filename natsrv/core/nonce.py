@@ -36,20 +36,19 @@ import re
 import secrets
 import struct
 from dataclasses import dataclass, field
-from enum import IntFlag
 from ipaddress import IPv4Address, IPv6Address
 from typing import Literal, TypeAlias
 
-from ..stun.attributes import pack_ip
+from ..stun.attributes import (
+    SecurityFeature,
+    nonce_cookie,
+    pack_ip,
+)
 from .policy import canonical_peer
 
 NonceStatus: TypeAlias = Literal["ok", "stale", "invalid"]
 ClientAddress: TypeAlias = "str | IPv4Address | IPv6Address | tuple[str, int]"
 
-#: RFC 8489 §9.2: a nonce starting with this, then 4 base64 characters, is a cookie.
-NONCE_COOKIE = "obMatJos2"
-#: RFC 8489 §14.10: the NONCE attribute holds fewer than 128 characters.
-MAX_NONCE_LENGTH = 127
 
 _LABEL = b"natsrv nonce v1\x00"
 _ISSUED = struct.Struct(">q")
@@ -59,21 +58,6 @@ _BODY = re.compile(r"[A-Za-z0-9_-]{32}")
 _MIN_KEY_BYTES = 16
 #: Client addresses whose latest nonce ``NonceFactory.issue`` remembers.
 RECENT_CLIENTS = 4096
-
-
-class SecurityFeature(IntFlag):
-    """STUN Security Features (RFC 8489 §18.1, erratum 6290): 24 bits, bit 0 the least
-    significant."""
-
-    PASSWORD_ALGORITHMS = 0x000001  #: bit 0: PASSWORD-ALGORITHMS / -ALGORITHM (§9.2.3)
-    USERNAME_ANONYMITY = 0x000002  #: bit 1: USERHASH (§14.4)
-
-
-def nonce_cookie(features: int) -> str:
-    """``obMatJos2`` + the 4-character base64 of the 24-bit features (RFC 8489 §9.2)."""
-    if not 0 <= features <= 0xFFFFFF:
-        raise ValueError("security features are 24 bits")
-    return NONCE_COOKIE + base64.b64encode(features.to_bytes(3, "big")).decode("ascii")
 
 
 def _client_ip(client_addr: ClientAddress) -> bytes:

@@ -10,6 +10,7 @@ buffer or stream queue drops the message and counts it, as a router would.
 
 from __future__ import annotations
 
+import _socket
 import socket
 import time
 from collections.abc import Callable, Iterable
@@ -71,7 +72,7 @@ class Shell:
             if conn is not None and not conn.send_nowait(data):
                 self.counters["stream_send_dropped"] += 1
 
-    def sendto(self, sock: socket.socket, data: bytes, dest: Address) -> None:
+    def sendto(self, sock: socket.socket | _socket.socket, data: bytes, dest: Address) -> None:
         try:
             sock.sendto(data, dest)
         except BlockingIOError:

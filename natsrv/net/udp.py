@@ -44,7 +44,7 @@ def bind_udp(ip: str, port: int) -> socket.socket:
     return sock
 
 
-def local_address(sock: socket.socket) -> Address:
+def local_address(sock: socket.socket | trio.socket.SocketType) -> Address:
     name = sock.getsockname()
     return name[0], name[1]
 

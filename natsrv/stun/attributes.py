@@ -25,9 +25,12 @@ after the type and length (magic cookie and transaction ID) and raise only
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
 import struct
 from collections.abc import Callable
+from enum import IntFlag
 from typing import Any, NamedTuple
 
 from .constants import FAMILY_IPV4, FAMILY_IPV6, Attr
@@ -122,6 +125,41 @@ def unpack_ip(packed: bytes) -> str:
     return str(ipaddress.IPv6Address(packed))
 
 
+# --- the NONCE cookie (RFC 8489 §9.2) --------------------------------------------------
+
+#: RFC 8489 §9.2: a nonce starting with this, then 4 base64 characters, is a cookie.
+NONCE_COOKIE = "obMatJos2"
+_COOKIE_LENGTH = len(NONCE_COOKIE) + 4
+#: RFC 8489 §14.10: the NONCE attribute holds fewer than 128 characters.
+MAX_NONCE_LENGTH = 127
+
+
+class SecurityFeature(IntFlag):
+    """STUN Security Features (RFC 8489 §18.1, erratum 6290): 24 bits, bit 0 the least
+    significant."""
+
+    PASSWORD_ALGORITHMS = 0x000001  #: bit 0: PASSWORD-ALGORITHMS / -ALGORITHM (§9.2.3)
+    USERNAME_ANONYMITY = 0x000002  #: bit 1: USERHASH (§14.4)
+
+
+def nonce_cookie(features: int) -> str:
+    """``obMatJos2`` + the 4-character base64 of the 24-bit features (RFC 8489 §9.2)."""
+    if not 0 <= features <= 0xFFFFFF:
+        raise ValueError("security features are 24 bits")
+    return NONCE_COOKIE + base64.b64encode(features.to_bytes(3, "big")).decode("ascii")
+
+
+def nonce_features(nonce: str) -> int | None:
+    """The security features of a nonce that starts with the RFC 8489 §9.2 cookie."""
+    if len(nonce) < _COOKIE_LENGTH or not nonce.startswith(NONCE_COOKIE):
+        return None
+    try:
+        raw = base64.b64decode(nonce[len(NONCE_COOKIE) : _COOKIE_LENGTH], validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    return int.from_bytes(raw, "big")
+
+
 # --- decoders ------------------------------------------------------------------------
 
 
@@ -188,20 +226,23 @@ def _fixed_raw(size: int) -> Callable[[bytes, int, int, bytes], bytes]:
 def _u32(data: bytes, start: int, end: int, xor_key: bytes) -> int:
     if end - start != 4:
         raise ParseError("attribute must be 4 bytes")
-    return _U32.unpack_from(data, start)[0]
+    value: int = _U32.unpack_from(data, start)[0]
+    return value
 
 
 def _u64(data: bytes, start: int, end: int, xor_key: bytes) -> int:
     if end - start != 8:
         raise ParseError("attribute must be 8 bytes")
-    return _U64.unpack_from(data, start)[0]
+    value: int = _U64.unpack_from(data, start)[0]
+    return value
 
 
 def _u16_then_reserved(data: bytes, start: int, end: int, xor_key: bytes) -> int:
     # CHANNEL-NUMBER and RESPONSE-PORT: 16-bit value, 16 bits RFFU (RFC 8656 §18.1).
     if end - start != 4:
         raise ParseError("attribute must be 4 bytes")
-    return _U16.unpack_from(data, start)[0]
+    value: int = _U16.unpack_from(data, start)[0]
+    return value
 
 
 def _u8_then_reserved(data: bytes, start: int, end: int, xor_key: bytes) -> int:

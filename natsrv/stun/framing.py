@@ -63,7 +63,7 @@ class StreamFramer:
     def pending(self) -> int:
         return len(self._buffer)
 
-    def feed(self, data: bytes) -> list[bytes]:
+    def feed(self, data: bytes | bytearray) -> list[bytes]:
         buffer = self._buffer
         buffer += data
         frames: list[bytes] = []

@@ -11,7 +11,6 @@ from natsrv.core.auth import (
     Challenge,
     ChallengeLimiter,
     StaleChallenge,
-    nonce_features,
 )
 from natsrv.core.credentials import (
     MD5,
@@ -24,6 +23,7 @@ from natsrv.core.credentials import (
 )
 from natsrv.core.nonce import NonceFactory
 from natsrv.stun import Attr, Message, MessageClass, Method, PasswordAlgorithm
+from natsrv.stun.attributes import nonce_features
 from natsrv.stun.errors import BadRequest
 
 from .turn_helpers import NOW, wire

@@ -11,13 +11,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from natsrv.core.nonce import (
-    MAX_NONCE_LENGTH,
-    NONCE_COOKIE,
-    NonceFactory,
-    SecurityFeature,
-    nonce_cookie,
-)
+from natsrv.core.nonce import NonceFactory
+from natsrv.stun.attributes import MAX_NONCE_LENGTH, NONCE_COOKIE, SecurityFeature, nonce_cookie
 
 KEY = bytes(range(32))
 FACTORY = NonceFactory(KEY, 600.0)
