@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import Callable
-
 from collections import Counter
+from collections.abc import Callable
 
 from natsrv.core.binding import BindingConfig, BindingService
 from natsrv.core.server import Server
