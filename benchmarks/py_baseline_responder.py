@@ -1,6 +1,6 @@
 """Baseline: the plainest Python STUN Binding responder, a non-blocking socket loop.
 
-DESIGN.md ("Concurrency and scale") quotes about 180k responses/s on one core for such a
+docs/architecture.md ("The hot paths") quotes about 180k responses/s on one core for such a
 loop; this file is that loop, so ``binding_load.py --only python`` can check the number on
 the machine at hand. It waits for readability with ``select.poll``, then drains the socket
 with ``recvfrom_into`` into one reused buffer and answers each Binding request at once with a

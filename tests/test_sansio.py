@@ -1,4 +1,4 @@
-"""The sans-IO packages import neither trio nor socket (DESIGN.md, "Layout")."""
+"""The sans-IO packages import neither trio nor socket (docs/architecture.md, "The layers")."""
 
 from __future__ import annotations
 

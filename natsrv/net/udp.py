@@ -1,6 +1,6 @@
 """UDP listeners: wait for readability, then drain the socket synchronously.
 
-DESIGN.md, "Concurrency and scale": awaiting once per datagram costs more than coturn's
+docs/architecture.md, "The hot paths": awaiting once per datagram costs more than coturn's
 whole per-request work, so each listener waits with ``trio.lowlevel.wait_readable``
 and then reads with non-blocking ``recvfrom`` until the kernel has nothing more or a
 batch is done, handing each datagram to ``Server.receive`` (with ``now`` read once per
