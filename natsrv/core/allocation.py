@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from ..stun.constants import FAMILY_IPV4, FAMILY_IPV6
 from ..stun.framing import CHANNEL_MAX, CHANNEL_MIN
-from .effects import Address, FiveTuple, RelayOpener
+from .effects import Address, FiveTuple, PeerRoute, RelayOpener
 
 #: Address families as the core names them; RFC 8656 §18.6 codes map onto them.
 IPV4 = 4
@@ -53,6 +53,11 @@ class Channel:
     peer: Address
     relay: Relay
     expires_at: float
+    #: What ChannelData on this channel is sent along (kept with ``relay``).
+    route: PeerRoute = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.route = PeerRoute(self.relay.address, self.peer)
 
 
 @dataclass(slots=True, eq=False)
@@ -106,7 +111,9 @@ class Allocation:
         channel = self.channels.get(number)
         if channel is not None and channel.peer == peer:
             channel.expires_at = expires_at
-            channel.relay = relay
+            if channel.relay is not relay:
+                channel.relay = relay
+                channel.route = PeerRoute(relay.address, peer)
             return
         self._unbind(number)
         old = self.peer_channels.get(peer)

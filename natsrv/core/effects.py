@@ -23,7 +23,7 @@ RFC 5952 IPv6). A ``FiveTuple`` identifies an allocation (RFC 8656 §2, §6):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol, TypeAlias
+from typing import NamedTuple, Protocol, TypeAlias
 
 Address: TypeAlias = tuple[str, int]
 FiveTuple: TypeAlias = tuple[str, Address, Address]
@@ -58,13 +58,22 @@ class SendToClient:
     data: bytes
 
 
-@dataclass(slots=True)
-class SendToPeer:
-    """Send ``data`` as one UDP datagram from the relay socket ``relay`` to ``peer``."""
+class PeerRoute(NamedTuple):
+    """Where data for a peer goes: from the relay socket bound on ``relay`` to ``peer``.
+    A channel keeps its route, so relaying its ChannelData builds no new one."""
 
     relay: Address
     peer: Address
-    data: bytes
+
+
+#: Send ``data`` as one UDP datagram along ``route``. A plain ``(route, data)`` tuple:
+#: the relay hot path builds one per packet, and a tuple is the cheapest record there.
+SendToPeer: TypeAlias = tuple[PeerRoute, bytes]
+
+
+def send_to_peer(relay: Address, peer: Address, data: bytes) -> SendToPeer:
+    """The :data:`SendToPeer` effect for ``data`` from ``relay`` to ``peer``."""
+    return (PeerRoute(relay, peer), data)
 
 
 Effect: TypeAlias = SendToClient | SendToPeer
@@ -73,7 +82,9 @@ __all__ = [
     "Address",
     "Effect",
     "FiveTuple",
+    "PeerRoute",
     "RelayOpener",
     "SendToClient",
     "SendToPeer",
+    "send_to_peer",
 ]

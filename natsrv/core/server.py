@@ -32,7 +32,7 @@ from ..stun.fast import (
 from ..stun.framing import decode_channel_data_untrusted, encode_channel_data
 from ..stun.message import Message, decode_untrusted, encode_message
 from .binding import BindingService
-from .effects import Effect, FiveTuple, SendToClient, SendToPeer
+from .effects import Effect, FiveTuple, SendToClient
 from .turn import TurnServer
 
 _WILDCARD = {False: "0.0.0.0", True: "::"}
@@ -77,6 +77,7 @@ class Server:
         for name in COUNTERS:
             counters.setdefault(name, 0)
         self._software = software
+        self._channel_to_peer = None if turn is None else turn.channel_to_peer
         # Prepared plain-Binding encoders per local endpoint, filled on first use.
         self._plain: dict[Address, BindingSuccess] = {}
 
@@ -86,6 +87,14 @@ class Server:
         (``(transport, client, local)``) calls for; never raises for any input."""
         try:
             kind = classify_untrusted(data)
+            if kind == CHANNEL_DATA:
+                channel_to_peer = self._channel_to_peer
+                if channel_to_peer is None:
+                    self.counters["dropped_channel_data_without_turn"] += 1
+                    return []
+                channel, payload = decode_channel_data_untrusted(data)
+                route = channel_to_peer(five_tuple, channel, len(payload), now)
+                return [] if route is None else [(route, payload)]
             if kind == BINDING_REQUEST:
                 plain = self._plain.get(five_tuple[2])
                 if plain is None:
@@ -93,14 +102,6 @@ class Server:
                 out = plain.answer_plain(data, five_tuple[1])
                 if out is not None:
                     return [SendToClient(five_tuple, out)]
-            elif kind == CHANNEL_DATA:
-                turn = self.turn
-                if turn is None:
-                    self.counters["dropped_channel_data_without_turn"] += 1
-                    return []
-                channel, payload = decode_channel_data_untrusted(data)
-                hop = turn.channel_to_peer(five_tuple, channel, len(payload), now)
-                return [] if hop is None else [SendToPeer(hop[0], hop[1], payload)]
             msg = decode_untrusted(data)
         except ParseError:
             self.counters["dropped_malformed"] += 1

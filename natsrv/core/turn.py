@@ -76,7 +76,15 @@ from .allocation import (
 )
 from .auth import Authenticator, Challenge, ChallengeLimiter, Credentials, StaleChallenge
 from .credentials import CredentialStore
-from .effects import Address, Effect, FiveTuple, RelayOpener, SendToClient, SendToPeer
+from .effects import (
+    Address,
+    Effect,
+    FiveTuple,
+    PeerRoute,
+    RelayOpener,
+    SendToClient,
+    send_to_peer,
+)
 from .nonce import NonceFactory
 from .policy import PeerPolicy
 
@@ -638,13 +646,13 @@ class TurnServer:
         if self._rate and not alloc.spend(len(data), now, self._rate, self._burst):
             counters["bandwidth_drops"] += 1
             return
-        effects.append(SendToPeer(relay.address, peer, data))
+        effects.append(send_to_peer(relay.address, peer, data))
 
     # -- the relay hot path ------------------------------------------------------------
     def channel_to_peer(
         self, five_tuple: FiveTuple, channel: int, size: int, now: float
-    ) -> tuple[Address, Address] | None:
-        """``(relay, peer)`` for a ChannelData message of ``size`` payload bytes from
+    ) -> PeerRoute | None:
+        """The route for a ChannelData message of ``size`` payload bytes from
         the client, or None to drop it (RFC 8656 §12.6; no channel, expired permission,
         over the bandwidth quota). Receiving data refreshes nothing."""
         alloc = self.allocations.get(five_tuple)
@@ -662,7 +670,7 @@ class TurnServer:
         if self._rate and not alloc.spend(size, now, self._rate, self._burst):
             self.counters["bandwidth_drops"] += 1
             return None
-        return ch.relay.address, peer
+        return ch.route
 
     def peer_to_client(
         self, relay: Address, peer: Address, size: int, now: float

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from ..core.effects import Address, Effect, FiveTuple, SendToClient, SendToPeer
+from ..core.effects import Address, Effect, FiveTuple, SendToClient
 from ..core.server import Server
 from ..metrics import Metrics
 
@@ -55,12 +55,13 @@ class Shell:
 
     def apply(self, effects: Iterable[Effect]) -> None:
         for effect in effects:
-            if type(effect) is SendToClient:
+            if isinstance(effect, SendToClient):
                 self.send_to_client(effect.five_tuple, effect.data)
-            elif type(effect) is SendToPeer:
-                sock = self.relays.sockets.get(effect.relay)
+            else:  # SendToPeer, a plain (route, data) tuple
+                route, data = effect
+                sock = self.relays.sockets.get(route.relay)
                 if sock is not None:
-                    self.sendto(sock, effect.data, effect.peer)
+                    self.sendto(sock, data, route.peer)
 
     def send_to_client(self, five_tuple: FiveTuple, data: bytes) -> None:
         if five_tuple[0] == _UDP:

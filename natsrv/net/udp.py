@@ -57,6 +57,7 @@ async def serve_udp(sock: socket.socket, shell: Shell) -> None:
     sendto = sock.sendto
     receive = shell.server.receive
     apply = shell.apply
+    relay_sockets = shell.relays.sockets
     clock = shell.clock
     counters = shell.counters
     wait_readable = trio.lowlevel.wait_readable
@@ -82,7 +83,7 @@ async def serve_udp(sock: socket.socket, shell: Shell) -> None:
                     log.exception("error handling a datagram from %s", src)
                 continue
             for effect in effects:
-                if type(effect) is SendToClient:
+                if isinstance(effect, SendToClient):
                     five_tuple = effect.five_tuple
                     if five_tuple[2] is local and five_tuple[0] == _UDP:
                         try:
@@ -93,6 +94,17 @@ async def serve_udp(sock: socket.socket, shell: Shell) -> None:
                         except OSError:
                             counters["udp_send_errors"] += 1
                         continue
+                else:  # SendToPeer: a plain (route, data) tuple
+                    route, payload = effect
+                    relay = relay_sockets.get(route[0])
+                    if relay is not None:
+                        try:
+                            relay.sendto(payload, route[1])
+                        except BlockingIOError:
+                            counters["udp_send_dropped"] += 1
+                        except OSError:
+                            counters["udp_send_errors"] += 1
+                    continue
                 apply((effect,))
         else:
             # A full batch: let timers and other listeners run before the next one.

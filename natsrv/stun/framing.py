@@ -18,6 +18,7 @@ CHANNEL_MIN = 0x4000
 #: them) still use up to 0x7FFE, so those are accepted too.
 CHANNEL_MAX = 0x7FFE
 _CD_HEADER = struct.Struct(">HH")
+_unpack_header = _CD_HEADER.unpack_from
 
 
 def is_channel_data(first_byte: int) -> bool:
@@ -25,15 +26,18 @@ def is_channel_data(first_byte: int) -> bool:
 
 
 def decode_channel_data_untrusted(data: bytes) -> tuple[int, bytes]:
-    """``(channel, payload)`` of a ChannelData datagram, or ParseError."""
-    if len(data) < 4:
-        raise ParseError("shorter than a ChannelData header")
-    channel, length = _CD_HEADER.unpack_from(data, 0)
+    """``(channel, payload)`` of a ChannelData message (a datagram or a frame that
+    ``StreamFramer`` cut out), or ParseError. Padding after the payload is ignored."""
+    try:
+        channel, length = _unpack_header(data)
+    except struct.error:
+        raise ParseError("shorter than a ChannelData header") from None
     if not CHANNEL_MIN <= channel <= CHANNEL_MAX:
         raise ParseError("channel number out of range")
-    if 4 + length > len(data):
+    end = 4 + length
+    if end > len(data):
         raise ParseError("ChannelData length runs past the datagram")
-    return channel, bytes(data[4 : 4 + length])
+    return channel, data[4:end]
 
 
 def encode_channel_data(channel: int, payload: bytes, *, stream: bool = False) -> bytes:

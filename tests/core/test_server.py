@@ -6,7 +6,7 @@ from collections import Counter
 from collections.abc import MutableMapping
 
 from natsrv.core.binding import BindingConfig, BindingService
-from natsrv.core.effects import SendToClient, SendToPeer
+from natsrv.core.effects import SendToClient, send_to_peer
 from natsrv.core.server import Server
 from natsrv.stun import Attr, ChangeRequest, MessageClass, Method, decode_untrusted
 from natsrv.stun.message import encode_message
@@ -115,7 +115,7 @@ def test_channel_data_and_peer_data_through_the_entry_point() -> None:
     answer, _ = client.allocate()
     relay = (RELAY_IP, answer.get(Attr.XOR_RELAYED_ADDRESS)[1])
     client.bind(0x4001, PEER)
-    assert server.receive(b"\x40\x01\x00\x03abc", ft, NOW) == [SendToPeer(relay, PEER, b"abc")]
+    assert server.receive(b"\x40\x01\x00\x03abc", ft, NOW) == [send_to_peer(relay, PEER, b"abc")]
     # An unbound channel is dropped with the core's reason.
     assert server.receive(b"\x40\x02\x00\x01x", ft, NOW) == []
     assert counters["channel_drops"] == 1

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from natsrv.core.allocation import Allocation, Relay, RelayPorts
 from natsrv.core.credentials import RestSecret, StaticUsers, rest_credentials
-from natsrv.core.effects import SendToClient, SendToPeer
+from natsrv.core.effects import SendToClient, send_to_peer
 from natsrv.core.nonce import NonceFactory
 from natsrv.core.policy import PeerPolicy
 from natsrv.core.turn import COUNTERS, TurnSettings
@@ -284,7 +284,7 @@ def test_permission_lets_data_through_both_ways_until_it_expires() -> None:
     assert server.counters["permission_drops"] == 2
 
     assert client.permit(PEER).cls == MessageClass.SUCCESS
-    assert client.send(PEER, b"hi") == [SendToPeer(relay, PEER, b"hi")]
+    assert client.send(PEER, b"hi") == [send_to_peer(relay, PEER, b"hi")]
     # The permission is per IP: any port of that peer may answer.
     assert server.peer_to_client(relay, (PEER[0], 1), 5, NOW) == (FT, None)
     assert server.peer_to_client(relay, PEER2, 5, NOW) is None
@@ -435,7 +435,7 @@ def test_policy_refuses_peers_on_every_path() -> None:
     assert server.peer_to_client(relay, own, 4, NOW) is None
     assert server.counters["policy_drops"] == 2
     other_port = (own[0], 4000)
-    assert client.send(other_port, b"ok") == [SendToPeer(relay, other_port, b"ok")]
+    assert client.send(other_port, b"ok") == [send_to_peer(relay, other_port, b"ok")]
     assert server.peer_to_client(relay, other_port, 2, NOW) == (FT, None)
 
 
@@ -495,8 +495,8 @@ def test_dual_allocation() -> None:
     assert opener.bound == {v4_relay, v6_relay}
     # Peers of both families, each through its own relay.
     assert client.permit(PEER, PEER6).cls == MessageClass.SUCCESS
-    assert client.send(PEER6, b"6") == [SendToPeer(v6_relay, PEER6, b"6")]
-    assert client.send(PEER, b"4") == [SendToPeer(v4_relay, PEER, b"4")]
+    assert client.send(PEER6, b"6") == [send_to_peer(v6_relay, PEER6, b"6")]
+    assert client.send(PEER, b"4") == [send_to_peer(v4_relay, PEER, b"4")]
     # IPv6 forms of refused addresses are refused too (policy canonicalises them).
     for peer in [("::ffff:127.0.0.1", 1), ("::1", 1), ("fe80::1", 1), ("2002:a00:1::1", 1)]:
         assert error_code(client.permit(peer)) == 403, peer
