@@ -198,6 +198,9 @@ class Reservation:
     token: bytes
     relay: Address
     expires_at: float
+    #: Who asked for it: a reservation counts against that user's quota until it is
+    #: claimed or expires.
+    username: str = ""
 
 
 class RelayPorts:
@@ -263,12 +266,12 @@ class RelayPorts:
             self.in_use.discard(relay)
             self.opener.close(relay)
 
-    def reserve(self, relay: Address, expires_at: float) -> Reservation:
-        """Hold an already bound ``relay`` under a fresh 8-byte token."""
+    def reserve(self, relay: Address, expires_at: float, username: str = "") -> Reservation:
+        """Hold an already bound ``relay`` under a fresh 8-byte token for ``username``."""
         token = secrets.token_bytes(8)
         while token in self.reservations:  # pragma: no cover - 2**-64
             token = secrets.token_bytes(8)
-        reservation = Reservation(token, relay, expires_at)
+        reservation = Reservation(token, relay, expires_at, username)
         self.reservations[token] = reservation
         return reservation
 

@@ -454,9 +454,12 @@ class TurnServer:
             families = (family,)
         if even and additional is not None:
             raise BadRequest("EVEN-PORT reservation with ADDITIONAL-ADDRESS-FAMILY")
-        if len(self.allocations) >= s.max_allocations:
+        # An EVEN-PORT reservation holds a second port: it counts as an allocation of its
+        # user's and of the server's until it is claimed or expires.
+        needed = 2 if even else 1
+        if len(self.allocations) + len(self.ports.reservations) + needed > s.max_allocations:
             raise InsufficientCapacity()
-        if self._per_user.get(creds.username, 0) >= s.user_quota:
+        if self._per_user.get(creds.username, 0) + needed > s.user_quota:
             raise AllocationQuotaReached()
         lifetime = self._lifetime(msg.get(Attr.LIFETIME))
         expires_at = now + lifetime
@@ -465,6 +468,7 @@ class TurnServer:
         reserved: Reservation | None = None
         if reservation is not None:
             self.ports.claim(reservation.token, now)
+            self._uncount(reservation.username)
             self.counters["reservations_claimed"] += 1
             family = families[0]
             public = (self._public_ips[family], reservation.relay[1])
@@ -489,7 +493,10 @@ class TurnServer:
                     (ip, port), (self._public_ips[family], port), family, expires_at
                 )
                 if even:
-                    reserved = self.ports.reserve((ip, port + 1), now + s.reservation_lifetime)
+                    reserved = self.ports.reserve(
+                        (ip, port + 1), now + s.reservation_lifetime, creds.username
+                    )
+                    self._per_user[creds.username] = self._per_user.get(creds.username, 0) + 1
                     self._push(reserved.expires_at, reserved)
                     self.counters["reservations_created"] += 1
             if not relays:
@@ -731,7 +738,8 @@ class TurnServer:
                 continue
             item = entry[2]
             if isinstance(item, Reservation):
-                self.ports.release(item)
+                if self.ports.release(item):
+                    self._uncount(item.username)
                 self.counters["reservations_expired"] += 1
             else:
                 self._reap(item, now, effects)
@@ -807,16 +815,20 @@ class TurnServer:
             self._close_relay(alloc, relay, effects)
         del self.allocations[alloc.five_tuple]
         alloc.wake_at = _INF
-        count = self._per_user.get(alloc.username, 0) - 1
-        if count > 0:
-            self._per_user[alloc.username] = count
-        else:
-            self._per_user.pop(alloc.username, None)
+        self._uncount(alloc.username)
         self.counters[reason] += 1
         self.counters["allocations_active"] = len(self.allocations)
 
+    def _uncount(self, username: str) -> None:
+        count = self._per_user.get(username, 0) - 1
+        if count > 0:
+            self._per_user[username] = count
+        else:
+            self._per_user.pop(username, None)
+
     def allocations_of(self, username: str) -> int:
-        """How many allocations ``username`` holds (the quota counts these)."""
+        """How many allocations and unclaimed EVEN-PORT reservations ``username`` holds
+        (the quota counts these)."""
         return self._per_user.get(username, 0)
 
 

@@ -657,6 +657,53 @@ def test_unclaimed_reservations_are_released_after_30_s() -> None:
     assert error_code(answer) == 508
 
 
+def test_even_port_reservations_count_against_the_user_quota() -> None:
+    # One user's Allocate(EVEN-PORT R=1) + Refresh 0 cycles must not hold ports beyond
+    # its quota: the reserved port counts until it is claimed or expires.
+    server, opener = make_server(user_quota=2, relay_ports=(50000, 50039))
+    client = Client(server)
+    codes = []
+    for i in range(30):
+        answer, _ = client.allocate((Attr.EVEN_PORT, True), now=NOW + i / 30)
+        codes.append(error_code(answer))
+        if answer.cls == MessageClass.SUCCESS:
+            client.refresh(0, NOW + i / 30)
+    assert codes == [None] + [486] * 29
+    assert len(opener.bound) == 1 and len(server.ports.reservations) == 1
+    assert server.allocations_of("alice") == 1
+    # Another user still gets an EVEN-PORT pair; once the reservation expires, so does alice.
+    answer, _ = Client(server, five_tuple(1), "bob", "hunter2").allocate((Attr.EVEN_PORT, True))
+    assert answer.cls == MessageClass.SUCCESS
+    server.expire(NOW + 30)
+    assert server.allocations_of("alice") == 0
+    answer, _ = client.allocate((Attr.EVEN_PORT, True), now=NOW + 31)
+    assert answer.cls == MessageClass.SUCCESS
+
+
+def test_claiming_a_reservation_moves_it_off_the_reserving_user() -> None:
+    server, _ = make_server(user_quota=2)
+    answer, _ = Client(server).allocate((Attr.EVEN_PORT, True))
+    token = answer.get(Attr.RESERVATION_TOKEN)
+    assert server.allocations_of("alice") == 2
+    claimer = Client(server, five_tuple(1), "bob", "hunter2")
+    answer, _ = claimer.allocate((Attr.RESERVATION_TOKEN, token), now=NOW + 1)
+    assert answer.cls == MessageClass.SUCCESS
+    assert server.allocations_of("alice") == 1 and server.allocations_of("bob") == 1
+
+
+def test_even_port_reservations_count_against_max_allocations() -> None:
+    server, opener = make_server(max_allocations=3, user_quota=10)
+    answer, _ = Client(server).allocate((Attr.EVEN_PORT, True))
+    assert answer.cls == MessageClass.SUCCESS  # one allocation and one reservation
+    answer, _ = Client(server, five_tuple(1)).allocate((Attr.EVEN_PORT, True))
+    assert error_code(answer) == 508  # would need two more of the three
+    answer, _ = Client(server, five_tuple(2)).allocate()
+    assert answer.cls == MessageClass.SUCCESS
+    answer, _ = Client(server, five_tuple(3)).allocate()
+    assert error_code(answer) == 508
+    assert len(opener.bound) == 3
+
+
 def test_expired_reservation_cannot_be_claimed_before_the_sweep() -> None:
     server, _ = make_server()
     answer, _ = Client(server).allocate((Attr.EVEN_PORT, True))
