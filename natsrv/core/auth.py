@@ -204,14 +204,44 @@ class Authenticator:
 
 
 class ChallengeLimiter:
-    """How many answers unauthenticated requests may get: ``rate`` per second per
-    source IP (bursts of ``burst``), and ``global_rate`` in total.
+    """How many answers unauthenticated requests may get.
+
+    Every source IP gets ``rate`` answers per second (bursts of ``burst``): a spoofed
+    flood aimed at one victim reflects at most that. All sources together get
+    ``global_rate`` per second, which bounds what a flood from many spoofed sources
+    can reflect in total; but a first-come budget would let such a flood starve honest
+    clients, so two kinds of request are served beyond it:
+
+    * **returning clients**: a source IP that authenticated within ``trust_lifetime``
+      seconds (``trust``; a bounded table of ``trusted_size`` entries) is not counted
+      against the global budget. Spoofing it only reflects to that client, within its
+      per-IP rate.
+    * **retransmissions**: a request that the global budget dropped is remembered by
+      (source IP, transaction ID) in a bounded table; when the client retransmits it
+      (RFC 8489 §6.2.1: the same transaction ID), the answer comes from a second budget
+      of ``global_rate / 2`` per second. A flood of fresh requests never draws on it,
+      so an honest new client gets through at its first retransmission; a flooder that
+      repeats every request can take at most 1.5 times ``global_rate`` in total.
 
     The per-IP table holds at most ``size`` entries; when full, the entry created
     longest ago is forgotten. A rate of 0 means no limit.
     """
 
-    __slots__ = ("_global", "_table", "burst", "global_burst", "global_rate", "rate", "size")
+    __slots__ = (
+        "_dropped",
+        "_global",
+        "_retry",
+        "_table",
+        "_trusted",
+        "burst",
+        "dropped_size",
+        "global_burst",
+        "global_rate",
+        "rate",
+        "size",
+        "trust_lifetime",
+        "trusted_size",
+    )
 
     def __init__(
         self,
@@ -221,21 +251,42 @@ class ChallengeLimiter:
         size: int = 4096,
         global_rate: float = 0.0,
         global_burst: float | None = None,
+        trusted_size: int = 65536,
+        trust_lifetime: float = 3600.0,
+        dropped_size: int = 65536,
     ) -> None:
-        if size < 1:
-            raise ValueError("the limiter table needs at least one entry")
+        if size < 1 or trusted_size < 1 or dropped_size < 1:
+            raise ValueError("the limiter tables need at least one entry")
         self.rate = rate
         self.burst = burst if burst is not None else max(1.0, rate)
         self.size = size
         self.global_rate = global_rate
         self.global_burst = global_burst if global_burst is not None else max(1.0, global_rate)
+        self.trusted_size = trusted_size
+        self.trust_lifetime = trust_lifetime
+        self.dropped_size = dropped_size
         self._table: OrderedDict[str, list[float]] = OrderedDict()
         self._global: list[float] | None = None
+        self._retry: list[float] | None = None
+        #: source IP -> when its trust ends; oldest first.
+        self._trusted: OrderedDict[str, float] = OrderedDict()
+        #: (source IP, transaction ID) of requests the global budget dropped; oldest first.
+        self._dropped: OrderedDict[tuple[str, bytes], None] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._table)
 
-    def allow(self, ip: str, now: float) -> bool:
+    def trust(self, ip: str, now: float) -> None:
+        """``ip`` authenticated at ``now``: its unauthenticated requests skip the global
+        budget for ``trust_lifetime`` seconds."""
+        trusted = self._trusted
+        if ip in trusted:
+            trusted.move_to_end(ip)
+        elif len(trusted) >= self.trusted_size:
+            trusted.popitem(last=False)
+        trusted[ip] = now + self.trust_lifetime
+
+    def allow(self, ip: str, now: float, transaction_id: bytes = b"") -> bool:
         if self.rate > 0:
             bucket = self._table.get(ip)
             if bucket is None:
@@ -244,11 +295,29 @@ class ChallengeLimiter:
                 bucket = self._table[ip] = [self.burst, now]
             if not _take(bucket, now, self.rate, self.burst):
                 return False
-        if self.global_rate > 0:
-            if self._global is None:
-                self._global = [self.global_burst, now]
-            return _take(self._global, now, self.global_rate, self.global_burst)
-        return True
+        if self.global_rate <= 0:
+            return True
+        until = self._trusted.get(ip)
+        if until is not None:
+            if until > now:
+                return True
+            del self._trusted[ip]
+        if self._global is None:
+            self._global = [self.global_burst, now]
+        if _take(self._global, now, self.global_rate, self.global_burst):
+            return True
+        key = (ip, transaction_id)
+        dropped = self._dropped
+        if key in dropped:
+            del dropped[key]
+            if self._retry is None:
+                half = self.global_rate / 2
+                self._retry = [max(1.0, half), now]
+            return _take(self._retry, now, self.global_rate / 2, max(1.0, self.global_rate / 2))
+        if len(dropped) >= self.dropped_size:
+            dropped.popitem(last=False)
+        dropped[key] = None
+        return False
 
 
 def _take(bucket: list[float], now: float, rate: float, burst: float) -> bool:

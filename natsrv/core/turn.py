@@ -283,7 +283,9 @@ class TurnServer:
         ):
             # Unsigned: the answer is a 401, whatever else is wrong with the request.
             self.counters["errors_401"] = self.counters.get("errors_401", 0) + 1
-            if five_tuple[0] == "udp" and not self.limiter.allow(five_tuple[1][0], now):
+            if five_tuple[0] == "udp" and not self.limiter.allow(
+                five_tuple[1][0], now, msg.transaction_id
+            ):
                 self.counters["unauth_dropped"] += 1
                 return effects
             self.counters["auth_challenges"] += 1
@@ -297,10 +299,12 @@ class TurnServer:
             if handler is None:
                 raise BadRequest("Unsupported method")
             creds = self.auth.authenticate(msg, five_tuple[1], now)
+            self.limiter.trust(five_tuple[1][0], now)
             attrs = handler(msg, five_tuple, alloc, creds, now, effects)
             cls = _SUCCESS
         except StaleChallenge as exc:
             # Integrity verified: the client holds the password, so no rate limit.
+            self.limiter.trust(five_tuple[1][0], now)
             self.counters["stale_nonces"] += 1
             effects.append(SendToClient(five_tuple, self._error(msg, exc).encode(fingerprint=True)))
             return effects
@@ -338,7 +342,9 @@ class TurnServer:
         # Only UDP sources can be spoofed to make us a reflector; over TCP/TLS the
         # handshake proved the address, and a silent drop would leave the client hanging
         # (no retransmission on streams).
-        if five_tuple[0] == "udp" and not self.limiter.allow(five_tuple[1][0], now):
+        if five_tuple[0] == "udp" and not self.limiter.allow(
+            five_tuple[1][0], now, msg.transaction_id
+        ):
             self.counters["unauth_dropped"] += 1
             return
         if isinstance(exc, Challenge):
