@@ -25,13 +25,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from natsrv.core.credentials import StaticUsers  # noqa: E402
-from natsrv.core.nonce import NonceFactory  # noqa: E402
-from natsrv.core.policy import PeerPolicy  # noqa: E402
-from natsrv.core.turn import TurnServer, TurnSettings  # noqa: E402
-from natsrv.stun import Attr, MessageClass, Method, decode_untrusted  # noqa: E402
-from natsrv.stun.integrity import long_term_key  # noqa: E402
-from natsrv.stun.message import encode_message  # noqa: E402
+from natsrv.core.credentials import StaticUsers
+from natsrv.core.nonce import NonceFactory
+from natsrv.core.policy import PeerPolicy
+from natsrv.core.turn import TurnServer, TurnSettings
+from natsrv.stun import Attr, MessageClass, Method, decode_untrusted
+from natsrv.stun.integrity import long_term_key
+from natsrv.stun.message import encode_message
 
 SERVER = ("198.51.100.1", 3478)
 RETRANSMITS = (0.0, 0.5, 1.5, 3.5)
@@ -61,8 +61,10 @@ def run(rate: int, seconds: float, clients: int, budget: float, seed: int) -> di
         policy=PeerPolicy(), opener=NoRelays(),
     )  # fmt: skip
     now0 = 1_700_000_000.0
-    returning = [("udp", (f"127.1.{i // 250}.{i % 250 + 1}", 40000), SERVER) for i in range(clients)]
-    newcomers = [("udp", (f"127.2.{i // 250}.{i % 250 + 1}", 40000), SERVER) for i in range(clients)]
+    returning = [("udp", (f"127.1.{i // 250}.{i % 250 + 1}", 40000), SERVER)
+                 for i in range(clients)]  # fmt: skip
+    newcomers = [("udp", (f"127.2.{i // 250}.{i % 250 + 1}", 40000), SERVER)
+                 for i in range(clients)]  # fmt: skip
     key = long_term_key("u", "r", "p")
     for ft in returning:  # each authenticates once, a minute before the flood
         challenge = decode_untrusted(turn.handle(decode_untrusted(allocate(rng.randbytes(12))),
