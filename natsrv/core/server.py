@@ -164,6 +164,11 @@ class Server:
         return five_tuple, encode_data_indication(peer, data)
 
     # -- time and connections ------------------------------------------------------------
+    def holds_allocation(self, five_tuple: FiveTuple) -> bool:
+        """Whether the client on ``five_tuple`` has an allocation (so it authenticated):
+        the shell keeps such connections over ones that never did."""
+        return self.turn is not None and five_tuple in self.turn.allocations
+
     def expire(self, now: float) -> list[Effect]:
         """Reclaim what expired by ``now`` (allocations, permissions, channels,
         reservations)."""

@@ -30,13 +30,15 @@ from ..core.turn import TurnServer, TurnSettings
 from ..metrics import Metrics
 from .relay import RelaySockets, read_relays
 from .shell import Shell
-from .tcp import serve_stream
+from .tcp import StreamSlots, serve_stream
 from .udp import bind_udp, local_address, serve_udp
 
 log = logging.getLogger("natsrv")
 
 Address = tuple[str, int]
 _WILDCARDS = ("0.0.0.0", "::")
+#: TCP/TLS connections one source IP may hold at once.
+MAX_CONNECTIONS_PER_SOURCE = 64
 
 
 @dataclass
@@ -195,6 +197,8 @@ async def serve(
         turn = make_turn(config, relays, metrics.counters) if config.turn_enabled else None
         server = Server(bindings, turn, counters=metrics.counters, software=config.software)
         shell = Shell(server, relays, metrics, clock)
+        slots = StreamSlots(config.tcp_max_connections, MAX_CONNECTIONS_PER_SOURCE,
+                            server.holds_allocation, metrics.counters)  # fmt: skip
         async with trio.open_nursery() as nursery:
             for s in udp_socks:
                 shell.senders[local_address(s)] = s
@@ -204,8 +208,7 @@ async def serve(
                 log.info("listening on %s %s:%d", "tls" if ctx else "tcp",
                          *local_address(listener.socket))  # fmt: skip
                 nursery.start_soon(partial(
-                    serve_stream, listener, shell, idle_timeout=config.tcp_idle_timeout,
-                    max_connections=config.tcp_max_connections,
+                    serve_stream, listener, shell, slots, idle_timeout=config.tcp_idle_timeout,
                     max_frame=config.max_message_size, ssl_context=ctx,
                 ))  # fmt: skip
             if turn is not None:

@@ -1,9 +1,12 @@
-"""STUN (and TURN) over TCP and TLS: framing, idle timeout, a cap on connections.
+"""STUN (and TURN) over TCP and TLS: framing, deadlines, bounded connection slots.
 
 RFC 8489 §6.2.2-6.2.3: messages on a stream are delimited by their own length field;
-ChannelData frames (RFC 8656 §12.5) are padded to 4 bytes. Every connection has an idle
-deadline that any complete message pushes back, a maximum frame size (a larger frame
-closes the connection) and a bounded send queue.
+ChannelData frames (RFC 8656 §12.5) are padded to 4 bytes. Every connection has a
+deadline for its TLS handshake and its first message, then an idle deadline that any
+complete message pushes back, a maximum frame size (a larger frame closes the
+connection) and a bounded send queue. Connections take slots of a
+:class:`StreamSlots` shared by all listeners: bounded in total and per source IP, and
+when full the oldest connection that holds no allocation makes room.
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ from __future__ import annotations
 import logging
 import socket
 import ssl
+from collections import OrderedDict
+from collections.abc import Callable, MutableMapping
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -25,7 +30,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("natsrv.tcp")
 
 Address = tuple[str, int]
-TLS_HANDSHAKE_TIMEOUT = 10.0
+#: Seconds a TLS handshake may take, and a new connection before its first complete
+#: message (a slow client must not hold a slot for the idle timeout).
+TLS_HANDSHAKE_TIMEOUT = 5.0
+FIRST_MESSAGE_TIMEOUT = 5.0
 SEND_QUEUE = 256
 
 
@@ -68,53 +76,120 @@ def _addr(name: Any) -> Address:
     return name[0], name[1]
 
 
+class _Slot:
+    __slots__ = ("five_tuple", "ip", "scope")
+
+    def __init__(self, ip: str) -> None:
+        self.ip = ip
+        self.scope = trio.CancelScope()
+        self.five_tuple: FiveTuple | None = None  #: once the connection is established
+
+
+class StreamSlots:
+    """The server's TCP and TLS connection slots, shared by every stream listener.
+
+    At most ``max_connections`` connections at once and ``max_per_source`` from one
+    source IP. When all slots are taken, the oldest connection whose 5-tuple holds no
+    allocation (``holds_state`` says so: it never authenticated, or is a STUN-only
+    client) is closed to make room, so idle or slow clients cannot lock legitimate ones
+    out; only when every connection holds an allocation is the newcomer refused.
+    """
+
+    def __init__(
+        self,
+        max_connections: int,
+        max_per_source: int,
+        holds_state: Callable[[FiveTuple], bool],
+        counters: MutableMapping[str, int],
+    ) -> None:
+        self.max_connections = max_connections
+        self.max_per_source = max_per_source
+        self.holds_state = holds_state
+        self.counters = counters
+        self._open: OrderedDict[_Slot, None] = OrderedDict()  # oldest first
+        self._per_source: dict[str, int] = {}
+
+    def __len__(self) -> int:
+        return len(self._open)
+
+    def admit(self, ip: str) -> _Slot | None:
+        """A slot for a new connection from ``ip``, or None to refuse it."""
+        if self._per_source.get(ip, 0) >= self.max_per_source:
+            self.counters["stream_refused_per_source"] += 1
+            return None
+        if len(self._open) >= self.max_connections:
+            victim = next(
+                (slot for slot in self._open
+                 if slot.five_tuple is None or not self.holds_state(slot.five_tuple)),
+                None,
+            )  # fmt: skip
+            if victim is None:
+                return None
+            self.counters["stream_evicted"] += 1
+            victim.scope.cancel()
+            self.release(victim)
+        slot = _Slot(ip)
+        self._open[slot] = None
+        self._per_source[ip] = self._per_source.get(ip, 0) + 1
+        return slot
+
+    def release(self, slot: _Slot) -> None:
+        if self._open.pop(slot, False) is None:
+            count = self._per_source[slot.ip] - 1
+            if count:
+                self._per_source[slot.ip] = count
+            else:
+                del self._per_source[slot.ip]
+
+
 async def serve_stream(
     listener: trio.SocketListener,
     shell: Shell,
+    slots: StreamSlots,
     *,
     idle_timeout: float,
-    max_connections: int,
     max_frame: int,
     ssl_context: ssl.SSLContext | None = None,
+    first_message_timeout: float = FIRST_MESSAGE_TIMEOUT,
+    handshake_timeout: float = TLS_HANDSHAKE_TIMEOUT,
 ) -> None:
-    """Accept connections forever; each is served by its own task, at most
-    ``max_connections`` at once (the rest are closed at once). Every complete frame
-    goes to ``Server.receive``; the effects go to the shell."""
-    open_count = 0
+    """Accept connections forever; each is served by its own task in a slot of
+    ``slots``. A TLS handshake must finish within ``handshake_timeout`` seconds and
+    the first complete message arrive within ``first_message_timeout``; after that a
+    connection lives while it sends a message every ``idle_timeout`` seconds. Every
+    complete frame goes to ``Server.receive``; the effects go to the shell."""
     gauges = shell.metrics.gauges
     counters = shell.counters
     kind = "tls" if ssl_context else "tcp"
 
-    async def handle(sock_stream: trio.SocketStream) -> None:
-        nonlocal open_count
-        try:
-            peer = _addr(sock_stream.socket.getpeername())
-            local = _addr(sock_stream.socket.getsockname())
-        except OSError:
-            await trio.aclose_forcefully(sock_stream)
-            return
+    async def handle(sock_stream: trio.SocketStream, slot: _Slot, peer: Address) -> None:
         stream: trio.abc.Stream = sock_stream
         try:
-            sock_stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, True)
-            if ssl_context is not None:
-                stream = trio.SSLStream(sock_stream, ssl_context, server_side=True)
-                with trio.fail_after(TLS_HANDSHAKE_TIMEOUT):
-                    await stream.do_handshake()
-            conn = StreamConnection(stream, peer, local, ssl_context is not None)
-            shell.connection_opened(conn)
-            try:
-                await _serve_connection(conn, shell, idle_timeout, max_frame)
-            finally:
-                conn.closed = True
-                shell.connection_closed(conn)
+            with slot.scope:
+                local = _addr(sock_stream.socket.getsockname())
+                sock_stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, True)
+                if ssl_context is not None:
+                    stream = trio.SSLStream(sock_stream, ssl_context, server_side=True)
+                    with trio.fail_after(handshake_timeout):
+                        await stream.do_handshake()
+                conn = StreamConnection(stream, peer, local, ssl_context is not None)
+                slot.five_tuple = conn.five_tuple
+                shell.connection_opened(conn)
+                try:
+                    await _serve_connection(
+                        conn, shell, idle_timeout, first_message_timeout, max_frame
+                    )
+                finally:
+                    conn.closed = True
+                    shell.connection_closed(conn)
         except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError, OSError):
             pass
         except Exception:  # a bug in one connection must never stop the server
             counters["stream_handler_errors"] += 1
             log.exception("error serving %s connection from %s", kind, peer)
         finally:
-            open_count -= 1
-            gauges[f"{kind}_connections"] = open_count
+            slots.release(slot)
+            gauges["stream_connections"] = len(slots)
             await trio.aclose_forcefully(stream)
 
     async with trio.open_nursery() as nursery:
@@ -127,18 +202,27 @@ async def serve_stream(
                 log.warning("accept failed on %s: %s", kind, exc)
                 await trio.sleep(0.1)
                 continue
-            if open_count >= max_connections:
+            try:
+                peer = _addr(sock_stream.socket.getpeername())
+            except OSError:
+                await trio.aclose_forcefully(sock_stream)
+                continue
+            slot = slots.admit(peer[0])
+            if slot is None:
                 counters[f"{kind}_refused_over_cap"] += 1
                 await trio.aclose_forcefully(sock_stream)
                 continue
-            open_count += 1
-            gauges[f"{kind}_connections"] = open_count
+            gauges["stream_connections"] = len(slots)
             counters[f"{kind}_accepted"] += 1
-            nursery.start_soon(handle, sock_stream)
+            nursery.start_soon(handle, sock_stream, slot, peer)
 
 
 async def _serve_connection(
-    conn: StreamConnection, shell: Shell, idle_timeout: float, max_frame: int
+    conn: StreamConnection,
+    shell: Shell,
+    idle_timeout: float,
+    first_message_timeout: float,
+    max_frame: int,
 ) -> None:
     framer = StreamFramer(max_frame)
     receive = shell.server.receive
@@ -148,7 +232,7 @@ async def _serve_connection(
     async with trio.open_nursery() as nursery:
         nursery.start_soon(conn._sender)
         with trio.CancelScope() as idle:
-            idle.deadline = trio.current_time() + idle_timeout
+            idle.deadline = trio.current_time() + min(first_message_timeout, idle_timeout)
             while True:
                 try:
                     data = await conn.stream.receive_some(65536)

@@ -90,21 +90,27 @@ async def test_idle_timeout_is_reset_by_keepalives(nursery: trio.Nursery) -> Non
         assert 0.4 <= trio.current_time() - start <= 1.5
 
 
-async def test_connection_cap(nursery: trio.Nursery) -> None:
+async def test_connection_cap_evicts_the_oldest_unauthenticated(nursery: trio.Nursery) -> None:
     info = await nursery.start(serve, stun_config(tcp_max_connections=2))
     held = [await trio.open_tcp_stream(*info.tcp[0]) for _ in range(2)]
     try:
         for s in held:  # both are really being served
             await s.send_all(Message(Method.BINDING, MessageClass.REQUEST).encode())
             await read_messages(s, 1)
+        # All slots are taken by STUN-only clients (no allocation): the newcomer is
+        # served and the oldest of them gives way.
         extra = await trio.open_tcp_stream(*info.tcp[0])
         async with extra:
+            await extra.send_all(Message(Method.BINDING, MessageClass.REQUEST).encode())
+            assert len(await read_messages(extra, 1)) == 1
             with trio.fail_after(2):
                 try:
-                    assert await extra.receive_some(100) == b""
+                    assert await held[0].receive_some(100) == b""
                 except trio.BrokenResourceError:
-                    pass  # reset instead of FIN: refused all the same
-        assert info.metrics.counters["tcp_refused_over_cap"] == 1
+                    pass  # reset instead of FIN: closed all the same
+        assert info.metrics.counters["stream_evicted"] == 1
+        await held[1].send_all(Message(Method.BINDING, MessageClass.REQUEST).encode())
+        assert len(await read_messages(held[1], 1)) == 1
     finally:
         for s in held:
             await s.aclose()
