@@ -23,7 +23,7 @@ RFC 5952 IPv6). A ``FiveTuple`` identifies an allocation (RFC 8656 §2, §6):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple, Protocol, TypeAlias
+from typing import NamedTuple, Protocol, TypeAlias, final
 
 Address: TypeAlias = tuple[str, int]
 FiveTuple: TypeAlias = tuple[str, Address, Address]
@@ -47,6 +47,7 @@ class RelayOpener(Protocol):
         ...
 
 
+@final
 @dataclass(slots=True)
 class SendToClient:
     """Send ``data`` (a STUN or ChannelData message) to the client on ``five_tuple``:

@@ -23,10 +23,10 @@ from ..stun.attributes import Address, ErrorCodeValue
 from ..stun.constants import Attr, MessageClass, Method
 from ..stun.errors import ParseError
 from ..stun.fast import (
-    BINDING_REQUEST,
     CHANNEL_DATA,
+    KIND_OF_FIRST_BYTE,
+    STUN,
     BindingSuccess,
-    classify_untrusted,
     encode_data_indication,
 )
 from ..stun.framing import decode_channel_data_untrusted, encode_channel_data
@@ -36,6 +36,9 @@ from .effects import Effect, FiveTuple, SendToClient
 from .turn import TurnServer
 
 _WILDCARD = {False: "0.0.0.0", True: "::"}
+_KIND = KIND_OF_FIRST_BYTE
+_CHANNEL_DATA = CHANNEL_DATA
+_STUN = STUN
 _REQUEST = MessageClass.REQUEST
 _BINDING = Method.BINDING
 _UDP = "udp"
@@ -86,8 +89,8 @@ class Server:
         """Everything a client's datagram or stream frame ``data`` on ``five_tuple``
         (``(transport, client, local)``) calls for; never raises for any input."""
         try:
-            kind = classify_untrusted(data)
-            if kind == CHANNEL_DATA:
+            kind = _KIND[data[0]]
+            if kind == _CHANNEL_DATA:
                 channel_to_peer = self._channel_to_peer
                 if channel_to_peer is None:
                     self.counters["dropped_channel_data_without_turn"] += 1
@@ -95,7 +98,7 @@ class Server:
                 channel, payload = decode_channel_data_untrusted(data)
                 route = channel_to_peer(five_tuple, channel, len(payload), now)
                 return [] if route is None else [(route, payload)]
-            if kind == BINDING_REQUEST:
+            if kind == _STUN:
                 plain = self._plain.get(five_tuple[2])
                 if plain is None:
                     plain = self._plain_for(five_tuple[2])
@@ -103,7 +106,7 @@ class Server:
                 if out is not None:
                     return [SendToClient(five_tuple, out)]
             msg = decode_untrusted(data)
-        except ParseError:
+        except (ParseError, IndexError):  # IndexError: an empty datagram
             self.counters["dropped_malformed"] += 1
             return []
         return self._message(msg, five_tuple, len(data), now)

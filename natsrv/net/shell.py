@@ -55,7 +55,7 @@ class Shell:
 
     def apply(self, effects: Iterable[Effect]) -> None:
         for effect in effects:
-            if isinstance(effect, SendToClient):
+            if type(effect) is SendToClient:
                 self.send_to_client(effect.five_tuple, effect.data)
             else:  # SendToPeer, a plain (route, data) tuple
                 route, data = effect

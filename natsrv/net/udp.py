@@ -83,7 +83,7 @@ async def serve_udp(sock: socket.socket, shell: Shell) -> None:
                     log.exception("error handling a datagram from %s", src)
                 continue
             for effect in effects:
-                if isinstance(effect, SendToClient):
+                if type(effect) is SendToClient:
                     five_tuple = effect.five_tuple
                     if five_tuple[2] is local and five_tuple[0] == _UDP:
                         try:
@@ -93,19 +93,18 @@ async def serve_udp(sock: socket.socket, shell: Shell) -> None:
                                                       counters)  # fmt: skip
                         except OSError:
                             counters["udp_send_errors"] += 1
-                        continue
-                else:  # SendToPeer: a plain (route, data) tuple
-                    route, payload = effect
-                    relay = relay_sockets.get(route[0])
-                    if relay is not None:
-                        try:
-                            relay.sendto(payload, route[1])
-                        except BlockingIOError:
-                            counters["udp_send_dropped"] += 1
-                        except OSError:
-                            counters["udp_send_errors"] += 1
+                    else:
+                        apply((effect,))
                     continue
-                apply((effect,))
+                route, payload = effect  # SendToPeer: a plain (route, data) tuple
+                relay = relay_sockets.get(route[0])
+                if relay is not None:
+                    try:
+                        relay.sendto(payload, route[1])
+                    except BlockingIOError:
+                        counters["udp_send_dropped"] += 1
+                    except OSError:
+                        counters["udp_send_errors"] += 1
         else:
             # A full batch: let timers and other listeners run before the next one.
             await trio.lowlevel.checkpoint()

@@ -48,6 +48,12 @@ _COOKIE_U16 = _COOKIE_U32 >> 16
 BINDING_REQUEST = 0  #: a STUN message whose type is Binding request (0x0001)
 STUN = 1  #: any other STUN message (first two bits 0b00, at least a header long)
 CHANNEL_DATA = 2  #: a ChannelData message (first byte 0x40-0x7F, at least its header)
+NEITHER = 3  #: first two bits 0b10 or 0b11: not ours (RFC 7983 §7: DTLS, RTP, ...)
+
+#: The kind of message a first byte starts (RFC 7983 §7): :data:`STUN`,
+#: :data:`CHANNEL_DATA` or :data:`NEITHER`. Hot paths index it with ``data[0]``; the
+#: full parse still checks the rest.
+KIND_OF_FIRST_BYTE: tuple[int, ...] = (STUN,) * 0x40 + (CHANNEL_DATA,) * 0x40 + (NEITHER,) * 0x80
 
 
 def classify_untrusted(data: bytes) -> int:
@@ -57,12 +63,12 @@ def classify_untrusted(data: bytes) -> int:
     ``decode_channel_data_untrusted``) still decides whether the rest is well formed."""
     n = len(data)
     if n >= 4:
-        first = data[0]
-        if first < 0x40:
+        kind = KIND_OF_FIRST_BYTE[data[0]]
+        if kind == STUN:
             if n >= HEADER_SIZE:
-                return BINDING_REQUEST if first == 0 and data[1] == 1 else STUN
+                return BINDING_REQUEST if data[0] == 0 and data[1] == 1 else STUN
             raise ParseError("shorter than a STUN header")
-        if first < 0x80:
+        if kind == CHANNEL_DATA:
             return CHANNEL_DATA
     raise ParseError("neither STUN nor ChannelData")
 
@@ -215,7 +221,9 @@ class PreparedResponse:
 __all__ = [
     "BINDING_REQUEST",
     "CHANNEL_DATA",
+    "KIND_OF_FIRST_BYTE",
     "MAX_DATA_INDICATION_PAYLOAD",
+    "NEITHER",
     "STUN",
     "BindingSuccess",
     "PreparedResponse",
