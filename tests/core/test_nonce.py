@@ -57,10 +57,11 @@ def test_nonce_from_the_future_is_stale() -> None:
     assert FACTORY.check(nonce, CLIENT, 1999.5) == "stale"
 
 
-def test_negative_and_zero_times() -> None:
-    nonce = FACTORY.issue(CLIENT, -5.5)
-    assert FACTORY.check(nonce, CLIENT, -5.0) == "ok"
-    assert FACTORY.check(nonce, CLIENT, 594.0) == "stale"
+def test_zero_time_and_fractions() -> None:
+    nonce = FACTORY.issue(CLIENT, 0.5)
+    assert FACTORY.check(nonce, CLIENT, 0.0) == "ok"
+    assert FACTORY.check(nonce, CLIENT, 599.9) == "ok"
+    assert FACTORY.check(nonce, CLIENT, 600.0) == "stale"
     assert FACTORY.check(FACTORY.issue(CLIENT, 0.0), CLIENT, 0.0) == "ok"
 
 
@@ -113,7 +114,7 @@ def test_nonce_cookie_prefix() -> None:
     assert FACTORY.security_features == SecurityFeature.PASSWORD_ALGORITHMS
     assert FACTORY.cookie == "obMatJos2AAAB"
     assert nonce.startswith("obMatJos2AAAB")
-    assert len(nonce) == FACTORY.nonce_length == 45
+    assert len(nonce) == FACTORY.nonce_length == 25
     # Appendix B.1's nonce "obMatJos2AAACf//499k954d6OL34oL9FSTvy64sA": bit 1, USERHASH.
     assert nonce_cookie(SecurityFeature.USERNAME_ANONYMITY) == "obMatJos2AAAC"
     both = SecurityFeature.PASSWORD_ALGORITHMS | SecurityFeature.USERNAME_ANONYMITY
@@ -140,7 +141,7 @@ def test_without_cookie() -> None:
     plain = NonceFactory(KEY, 30.0, security_features=None)
     nonce = plain.issue(CLIENT, 5.0)
     assert plain.cookie == "" and not nonce.startswith(NONCE_COOKIE)
-    assert len(nonce) == plain.nonce_length == 32
+    assert len(nonce) == plain.nonce_length == 12
     assert plain.check(nonce, CLIENT, 34.9) == "ok"
     assert plain.check(nonce, CLIENT, 35.0) == "stale"
 
@@ -148,7 +149,7 @@ def test_without_cookie() -> None:
 @pytest.mark.parametrize("features", [None, 0, 1, 2, 3, 0xFFFFFF])
 def test_nonce_is_qdtext_and_short(features: int | None) -> None:
     factory = NonceFactory(KEY, 600.0, security_features=features)
-    for now in (0.0, 1.7e9, -1.0, 9.2e18):
+    for now in (0.0, 1.7e9, 2.0**40 - 1):
         nonce = factory.issue(("2001:db8::1", 1), now)
         assert len(nonce) <= MAX_NONCE_LENGTH < 128
         assert nonce.isascii()
@@ -181,8 +182,9 @@ def test_constructor_and_issue_validation() -> None:
     for now in (float("nan"), float("inf")):
         with pytest.raises(ValueError, match="now must be a finite time"):
             FACTORY.issue(CLIENT, now)
-    with pytest.raises(ValueError, match="now is out of range"):
-        FACTORY.issue(CLIENT, 1e19)
+    for now in (2.0**40, -1.0):
+        with pytest.raises(ValueError, match="now is out of range"):
+            FACTORY.issue(CLIENT, now)
     with pytest.raises(ValueError):
         FACTORY.issue("not-an-ip", 0.0)
 
@@ -192,7 +194,7 @@ def test_arbitrary_strings_are_invalid_never_raise(text: str, now: float) -> Non
     assert FACTORY.check(text, CLIENT, now) == "invalid"
 
 
-@given(st.text(alphabet=B64URL + "+/=", min_size=32, max_size=32))
+@given(st.text(alphabet=B64URL + "+/=", min_size=12, max_size=12))
 def test_well_formed_looking_bodies_are_invalid(body: str) -> None:
     assert FACTORY.check(FACTORY.cookie + body, CLIENT, 1000.0) == "invalid"
 
