@@ -1,8 +1,42 @@
-"""Counters and gauges, no I/O: the trio shell increments them, exporters read them."""
+"""Counters and gauges, and their Prometheus families; no I/O.
+
+``Metrics`` is the process's one counter store: the core counts its reasons into it
+(drops, allocations created and ended, challenges), the trio shell its I/O errors.
+``Collector`` reads that store and the core's state when scraped (so every figure moves
+as traffic flows, never only when an allocation ends) and yields the families
+``natsrv/net/admin.py`` serves at ``/metrics`` in the Prometheus text format. No label
+names a user or an address: TURN REST usernames would explode the cardinality.
+"""
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector as _CollectorBase
+
+from .stun.constants import Method
+
+if TYPE_CHECKING:
+    from .core.server import Server
+
+#: natsrv_dropped_datagrams_total{reason}: the counter each reason is read from.
+DROP_REASONS = {
+    "malformed": ("dropped_malformed", "malformed_drops"),
+    "rate-limited": ("unauth_dropped",),
+    "denied-peer": ("policy_drops",),
+    "no-permission": ("permission_drops",),
+    "no-channel": ("channel_drops",),
+    "no-allocation": ("no_allocation_drops",),
+    "bandwidth": ("bandwidth_drops",),
+    "oversize": ("oversize_drops",),
+    "no-turn": ("dropped_channel_data_without_turn",),
+    "not-a-request": ("dropped_not_a_request",),
+    "send-buffer-full": ("udp_send_dropped",),
+    "stream-queue-full": ("stream_send_dropped",),
+}
 
 
 class Metrics:
@@ -14,3 +48,100 @@ class Metrics:
 
     def snapshot(self) -> dict[str, float]:
         return {**self.counters, **self.gauges}
+
+
+def method_name(method: int) -> str:
+    """``binding``, ``allocate``, ``create_permission``, ... or ``0x00b`` style."""
+    name = Method.name_of(method)
+    return name.lower() if name else f"0x{method:03x}"
+
+
+class Collector(_CollectorBase):
+    """The Prometheus families of one server process, read at scrape time."""
+
+    def __init__(self, metrics: Metrics, server: Callable[[], Server | None]) -> None:
+        self.metrics = metrics
+        self.server = server
+
+    def collect(self) -> Iterator[Metric]:
+        counters = self.metrics.counters
+        server = self.server()
+        turn = server.turn if server is not None else None
+        allocations = GaugeMetricFamily(
+            "natsrv_allocations", "Live TURN allocations, by relay address family",
+            labels=["family"],
+        )  # fmt: skip
+        families = {"ipv4": 0, "ipv6": 0}
+        permissions = channels = 0
+        ports_free = 0
+        if turn is not None:
+            for alloc in turn.allocations.values():
+                for relay in alloc.relays.values():
+                    families["ipv4" if relay.family == 4 else "ipv6"] += 1
+                permissions += len(alloc.permissions)
+                channels += len(alloc.channels)
+            ports = turn.ports
+            ports_free = (ports.high - ports.low + 1) * len(turn.settings.relay_ips) - len(
+                ports.in_use
+            )
+        for family, count in families.items():
+            allocations.add_metric([family], count)
+        yield allocations
+        yield GaugeMetricFamily("natsrv_permissions", "Installed permissions", value=permissions)
+        yield GaugeMetricFamily("natsrv_channels", "Bound channels", value=channels)
+        yield GaugeMetricFamily(
+            "natsrv_relay_ports_free", "Relay ports neither allocated nor reserved",
+            value=ports_free,
+        )  # fmt: skip
+        yield GaugeMetricFamily(
+            "natsrv_stream_connections", "Open TCP and TLS client connections",
+            value=self.metrics.gauges.get("stream_connections", 0),
+        )  # fmt: skip
+        requests = CounterMetricFamily(
+            "natsrv_stun_requests", "Requests answered, by method, transport and result "
+            "(success or the error code)", labels=["method", "transport", "result"],
+        )  # fmt: skip
+        if server is not None:
+            for (method, transport, result), count in sorted(server.request_counts().items()):
+                requests.add_metric([method_name(method), transport, result], count)
+        yield requests
+        failures = CounterMetricFamily(
+            "natsrv_auth_failures", "Requests whose long-term credentials failed, by reason",
+            labels=["reason"],
+        )  # fmt: skip
+        if turn is not None:
+            for reason, count in sorted(turn.auth_failures.items()):
+                failures.add_metric([reason], count)
+        yield failures
+        to_peer_packets, to_peer_bytes, to_client_packets, to_client_bytes = (
+            turn.traffic() if turn is not None else (0, 0, 0, 0)
+        )
+        packets = CounterMetricFamily(
+            "natsrv_relay_packets", "Datagrams relayed, by direction", labels=["direction"]
+        )
+        packets.add_metric(["to_peer"], to_peer_packets)
+        packets.add_metric(["to_client"], to_client_packets)
+        yield packets
+        volume = CounterMetricFamily(
+            "natsrv_relay_bytes", "Payload bytes relayed, by direction", labels=["direction"]
+        )
+        volume.add_metric(["to_peer"], to_peer_bytes)
+        volume.add_metric(["to_client"], to_client_bytes)
+        yield volume
+        dropped = CounterMetricFamily(
+            "natsrv_dropped_datagrams", "Datagrams and messages dropped, by reason",
+            labels=["reason"],
+        )  # fmt: skip
+        for reason, names in DROP_REASONS.items():
+            dropped.add_metric([reason], sum(counters.get(name, 0) for name in names))
+        yield dropped
+        lifecycle = CounterMetricFamily(
+            "natsrv_allocation_events", "Allocations created and ended, by event",
+            labels=["event"],
+        )  # fmt: skip
+        for event in ("created", "deleted", "expired", "closed"):
+            lifecycle.add_metric([event], counters.get(f"allocations_{event}", 0))
+        yield lifecycle
+
+
+__all__ = ["DROP_REASONS", "Collector", "Metrics", "method_name"]

@@ -86,6 +86,13 @@ class Allocation:
     tokens: float = 0.0
     refilled_at: float = 0.0
     dropped_bytes: int = 0
+    #: When it was created (the core's clock), and what it relayed each way: payload
+    #: bytes and datagrams to peers (ChannelData, Send) and to the client.
+    created_at: float = 0.0
+    to_peer_packets: int = 0
+    to_peer_bytes: int = 0
+    to_client_packets: int = 0
+    to_client_bytes: int = 0
 
     def relay_for(self, peer_ip: str) -> Relay | None:
         """The relay that talks to a peer of this IP's family, if the allocation has one."""

@@ -78,10 +78,15 @@ class Challenge(Unauthorized):
     ``failed`` tells credentials that did not verify from a first, unsigned request
     (for counters only: both get the same answer)."""
 
-    def __init__(self, attributes: list[tuple[int, Any]], *, failed: bool = False) -> None:
+    def __init__(
+        self, attributes: list[tuple[int, Any]], *, failed: bool = False, reason: str = ""
+    ) -> None:
         super().__init__()
         self.attributes = attributes
         self.failed = failed
+        #: Why credentials failed (metrics, logs): ``wrong-realm``, ``unknown-user``,
+        #: ``bad-integrity``.
+        self.reason = reason or ("bad-integrity" if failed else "")
 
 
 class StaleChallenge(StaleNonce):
@@ -168,15 +173,19 @@ class Authenticator:
                 algorithm = chosen.algorithm
                 named_algorithm = True
         if username is None or realm != self.realm:
-            raise Challenge(self.challenge_attributes(client, now), failed=True)
+            raise Challenge(self.challenge_attributes(client, now), failed=True,
+                            reason="wrong-realm" if username is not None else "unknown-user")
         verify = verify_integrity_sha256 if has_sha256 else verify_integrity
         key = None
+        known_user = False
         for candidate in self.credentials.keys_for(username, realm, now, algorithm):
+            known_user = True
             if verify(msg, candidate):
                 key = candidate
                 break
         if key is None:
-            raise Challenge(self.challenge_attributes(client, now), failed=True)
+            raise Challenge(self.challenge_attributes(client, now), failed=True,
+                            reason="bad-integrity" if known_user else "unknown-user")
         known = (nonce, client[0])
         window = self._verified.get(known)
         if window is None:

@@ -39,6 +39,7 @@ HARMLESS = frozenset(
         Attr.USE_CANDIDATE,
     }
 )
+_OK = "success"
 _PADDING_HEADER = 4  # a padded answer is its unpadded self, this header and the padding
 
 
@@ -134,16 +135,18 @@ class BindingService:
                 self._plain[local] = plain
         return plain
 
-    def handle(self, msg: Message, five_tuple: FiveTuple, request_size: int) -> SendToClient:
+    def handle(
+        self, msg: Message, five_tuple: FiveTuple, request_size: int
+    ) -> tuple[SendToClient, str]:
         """Answer a decoded Binding request from ``five_tuple``, with an error response
-        where RFC 5780 says."""
+        where RFC 5780 says; and the result, ``"success"`` or the error code."""
         cfg = self.config
         transport, src, local = five_tuple
         udp = transport == "udp"
         if msg.unknown_required:
             return self._error(msg, five_tuple, 420, "Unknown Attribute", msg.unknown_required)
         if msg.cookie and all(t in HARMLESS for t, _ in msg.attributes):
-            return SendToClient(five_tuple, self.plain(local).success(msg.xor_key, src))
+            return SendToClient(five_tuple, self.plain(local).success(msg.xor_key, src)), _OK
         change: ChangeRequest | None = msg.get(Attr.CHANGE_REQUEST)
         via = local
         if change is not None and (change.change_ip or change.change_port):
@@ -191,7 +194,7 @@ class BindingService:
                                      cookie=msg.cookie, tail=tail + padding,
                                      fingerprint=True)  # fmt: skip
         return SendToClient(five_tuple if via == local and dest == src else
-                            (transport, dest, via), out)  # fmt: skip
+                            (transport, dest, via), out), _OK  # fmt: skip
 
     def _error(
         self,
@@ -200,7 +203,7 @@ class BindingService:
         code: int,
         reason: str,
         unknown: tuple[int, ...] = (),
-    ) -> SendToClient:
+    ) -> tuple[SendToClient, str]:
         attrs: list[tuple[int, object]] = [(Attr.ERROR_CODE, ErrorCodeValue(code, reason))]
         if unknown:
             attrs.append((Attr.UNKNOWN_ATTRIBUTES, unknown))
@@ -210,7 +213,7 @@ class BindingService:
             msg.method, MessageClass.ERROR, msg.transaction_id, attrs, cookie=msg.cookie,
             fingerprint=True,
         )
-        return SendToClient(five_tuple, out)
+        return SendToClient(five_tuple, out), str(code)
 
 
 __all__ = ["HARMLESS", "MAX_PADDING", "BindingConfig", "BindingService"]

@@ -17,6 +17,7 @@ one plain value each.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import MutableMapping
 
 from ..stun.attributes import Address, ErrorCodeValue
@@ -80,6 +81,11 @@ class Server:
         for name in COUNTERS:
             counters.setdefault(name, 0)
         self._software = software
+        #: Answers by (method, transport, result), shared with the TURN core; plain
+        #: Binding successes are counted apart, per transport (a cheaper count on the
+        #: hottest path).
+        self.requests: Counter[tuple[int, str, str]] = Counter() if turn is None else turn.requests
+        self.plain_answers: dict[str, int] = {"udp": 0, "tcp": 0, "tls": 0}
         self._channel_to_peer = None if turn is None else turn.channel_to_peer
         # Prepared plain-Binding encoders per local endpoint, filled on first use.
         self._plain: dict[Address, BindingSuccess] = {}
@@ -104,6 +110,7 @@ class Server:
                     plain = self._plain_for(five_tuple[2])
                 out = plain.answer_plain(data, five_tuple[1])
                 if out is not None:
+                    self.plain_answers[five_tuple[0]] += 1
                     return [SendToClient(five_tuple, out)]
             msg = decode_untrusted(data)
         except (ParseError, IndexError):  # IndexError: an empty datagram
@@ -118,7 +125,9 @@ class Server:
             if msg.cls != _REQUEST:
                 self.counters["dropped_not_a_request"] += 1
                 return []  # Binding indications (keepalives) and responses get no answer.
-            return [self._binding_for(five_tuple[2]).handle(msg, five_tuple, size)]
+            answer, result = self._binding_for(five_tuple[2]).handle(msg, five_tuple, size)
+            self.requests[(_BINDING, five_tuple[0], result)] += 1
+            return [answer]
         if self.turn is not None:
             return self.turn.handle(msg, five_tuple, now)
         if msg.cls != _REQUEST:
@@ -126,6 +135,7 @@ class Server:
             return []
         # A TURN (or unknown) method on a server without TURN: a small 400.
         self.counters["errors_not_served"] += 1
+        self.requests[(msg.method, five_tuple[0], "400")] += 1
         attrs: list[tuple[int, object]] = [
             (Attr.ERROR_CODE, ErrorCodeValue(400, "Bad Request: method not served here"))
         ]
@@ -165,6 +175,14 @@ class Server:
         if channel is not None:
             return five_tuple, encode_channel_data(channel, data, stream=five_tuple[0] != _UDP)
         return five_tuple, encode_data_indication(peer, data)
+
+    def request_counts(self) -> Counter[tuple[int, str, str]]:
+        """Answers sent by (method, transport, result), plain Bindings included."""
+        out = Counter(self.requests)
+        for transport, count in self.plain_answers.items():
+            if count:
+                out[(_BINDING, transport, "success")] += count
+        return out
 
     # -- time and connections ------------------------------------------------------------
     def holds_allocation(self, five_tuple: FiveTuple) -> bool:

@@ -40,6 +40,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
+from collections import Counter
 from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
@@ -55,6 +56,7 @@ from ..stun.errors import (
     InsufficientCapacity,
     PeerAddressFamilyMismatch,
     RequestError,
+    TryAlternate,
     UnknownAttribute,
     UnsupportedTransport,
     WrongCredentials,
@@ -160,6 +162,9 @@ class TurnSettings:
     #: the Allocate arrived on, when the request names no family.
     default_family: str = "ipv4"
     max_bind_attempts: int = 64
+    #: Where 300 Try Alternate sends new allocations while draining (RFC 8489 §10),
+    #: at most one per family; none: draining answers 508.
+    alternate_servers: tuple[Address, ...] = ()
 
     def __post_init__(self) -> None:
         if self.default_family not in ("ipv4", "listener"):
@@ -173,6 +178,11 @@ _Handler = Callable[
     [Message, FiveTuple, Allocation | None, Credentials, float, list[Effect]],
     list[tuple[int, Any]],
 ]
+
+
+def _endpoint(address: Address) -> str:
+    host, port = address
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 class TurnServer:
@@ -208,6 +218,15 @@ class TurnServer:
         for name in COUNTERS:
             self.counters.setdefault(name, 0)
         self._by_relay: dict[Address, tuple[Allocation, Relay]] = {}
+        #: What allocations that ended relayed: packets and bytes to peers, to clients.
+        self.closed_traffic = [0, 0, 0, 0]
+        #: Answers by (method, transport, result): "success" or the error code.
+        self.requests: Counter[tuple[int, str, str]] = Counter()
+        #: Requests whose credentials failed, by reason.
+        self.auth_failures: Counter[str] = Counter()
+        #: While draining, new allocations are refused (300 or 508); existing ones keep
+        #: relaying, refreshing and binding until they end.
+        self.draining = False
         self._per_user: dict[str, int] = {}
         self._heap: list[tuple[float, int, Allocation | Reservation]] = []
         self._seq = itertools.count()
@@ -289,6 +308,7 @@ class TurnServer:
                 self.counters["unauth_dropped"] += 1
                 return effects
             self.counters["auth_challenges"] += 1
+            self.requests[(msg.method, five_tuple[0], "401")] += 1
             effects.append(SendToClient(five_tuple, self._challenge(msg, five_tuple[1], now)))
             return effects
         creds: Credentials | None = None
@@ -301,20 +321,25 @@ class TurnServer:
             creds = self.auth.authenticate(msg, five_tuple[1], now)
             self.limiter.trust(five_tuple[1][0], now)
             attrs = handler(msg, five_tuple, alloc, creds, now, effects)
-            cls = _SUCCESS
+            cls, result = _SUCCESS, "success"
         except StaleChallenge as exc:
             # Integrity verified: the client holds the password, so no rate limit.
             self.limiter.trust(five_tuple[1][0], now)
             self.counters["stale_nonces"] += 1
+            self.auth_failures["stale-nonce"] += 1
+            self.requests[(msg.method, five_tuple[0], "438")] += 1
             effects.append(SendToClient(five_tuple, self._error(msg, exc).encode(fingerprint=True)))
             return effects
         except RequestError as exc:
             self.counters[f"errors_{exc.code}"] = self.counters.get(f"errors_{exc.code}", 0) + 1
             if creds is None:
-                self._answer_unauthenticated(msg, exc, five_tuple, now, effects)
+                if isinstance(exc, Challenge) and exc.failed:
+                    self.auth_failures[exc.reason] += 1
+                if self._answer_unauthenticated(msg, exc, five_tuple, now, effects):
+                    self.requests[(msg.method, five_tuple[0], str(exc.code))] += 1
                 return effects
             attrs = self._error_attributes(exc)
-            cls = _ERROR
+            cls, result = _ERROR, str(exc.code)
         method = msg.method
         if self._software is not None and method in (_ALLOCATE, _REFRESH):
             attrs.append(self._software)
@@ -323,6 +348,7 @@ class TurnServer:
             key=creds.sha1_key, key_sha256=creds.sha256_key, fingerprint=True,
         )  # fmt: skip
         self._remember(msg, five_tuple, data, cls, now)
+        self.requests[(method, five_tuple[0], result)] += 1
         effects.append(SendToClient(five_tuple, data))
         return effects
 
@@ -338,7 +364,9 @@ class TurnServer:
         five_tuple: FiveTuple,
         now: float,
         effects: list[Effect],
-    ) -> None:
+    ) -> bool:
+        """Answer a refused unauthenticated request, within the rate limit (False: it
+        was dropped)."""
         # Only UDP sources can be spoofed to make us a reflector; over TCP/TLS the
         # handshake proved the address, and a silent drop would leave the client hanging
         # (no retransmission on streams).
@@ -346,14 +374,25 @@ class TurnServer:
             five_tuple[1][0], now, msg.transaction_id
         ):
             self.counters["unauth_dropped"] += 1
-            return
+            return False
         if isinstance(exc, Challenge):
             self.counters["auth_failures" if exc.failed else "auth_challenges"] += 1
         effects.append(SendToClient(five_tuple, self._error(msg, exc).encode(fingerprint=True)))
+        return True
+
+    def _alternate_for(self, five_tuple: FiveTuple) -> Address | None:
+        """The configured alternate server of the client's family, if any."""
+        family = family_of(five_tuple[2][0])
+        for address in self.settings.alternate_servers:
+            if family_of(address[0]) == family:
+                return address
+        return None
 
     @staticmethod
     def _error_attributes(exc: RequestError) -> list[tuple[int, Any]]:
         attrs: list[tuple[int, Any]] = [(Attr.ERROR_CODE, ErrorCodeValue(exc.code, exc.reason))]
+        if isinstance(exc, TryAlternate):
+            attrs.append((Attr.ALTERNATE_SERVER, exc.extra["alternate"]))
         if isinstance(exc, UnknownAttribute):
             attrs.append((Attr.UNKNOWN_ATTRIBUTES, exc.unknown))
         if isinstance(exc, Challenge | StaleChallenge):
@@ -423,6 +462,12 @@ class TurnServer:
         s = self.settings
         if alloc is not None:
             raise AllocationMismatch()
+        if self.draining:
+            # RFC 8489 §10: send the client elsewhere when we know where; else 508.
+            alternate = self._alternate_for(five_tuple)
+            if alternate is not None:
+                raise TryAlternate(alternate=alternate)
+            raise InsufficientCapacity("Server is draining")
         transport = msg.get(Attr.REQUESTED_TRANSPORT)
         if transport is None:
             raise BadRequest("REQUESTED-TRANSPORT is missing")
@@ -508,7 +553,8 @@ class TurnServer:
             if not relays:
                 raise InsufficientCapacity()
         alloc = Allocation(
-            five_tuple, creds.username, relays, tokens=self._burst, refilled_at=now
+            five_tuple, creds.username, relays, tokens=self._burst, refilled_at=now,
+            created_at=now,
         )
         self.allocations[five_tuple] = alloc
         self._per_user[creds.username] = self._per_user.get(creds.username, 0) + 1
@@ -659,6 +705,8 @@ class TurnServer:
         if self._rate and not alloc.spend(len(data), now, self._rate, self._burst):
             counters["bandwidth_drops"] += 1
             return
+        alloc.to_peer_packets += 1
+        alloc.to_peer_bytes += len(data)
         effects.append(send_to_peer(relay.address, peer, data))
 
     # -- the relay hot path ------------------------------------------------------------
@@ -683,6 +731,8 @@ class TurnServer:
         if self._rate and not alloc.spend(size, now, self._rate, self._burst):
             self.counters["bandwidth_drops"] += 1
             return None
+        alloc.to_peer_packets += 1
+        alloc.to_peer_bytes += size
         return ch.route
 
     def peer_to_client(
@@ -714,10 +764,14 @@ class TurnServer:
             return None
         ch = alloc.peer_channels.get(peer)
         if ch is not None and ch.expires_at > now:
+            alloc.to_client_packets += 1
+            alloc.to_client_bytes += size
             return alloc.five_tuple, ch.number
         if size > MAX_DATA_INDICATION_PAYLOAD:
             self.counters["oversize_drops"] += 1
             return None
+        alloc.to_client_packets += 1
+        alloc.to_client_bytes += size
         return alloc.five_tuple, None
 
     def _peer_allowed(self, peer: Address) -> bool:
@@ -822,6 +876,11 @@ class TurnServer:
         del self.allocations[alloc.five_tuple]
         alloc.wake_at = _INF
         self._uncount(alloc.username)
+        totals = self.closed_traffic
+        totals[0] += alloc.to_peer_packets
+        totals[1] += alloc.to_peer_bytes
+        totals[2] += alloc.to_client_packets
+        totals[3] += alloc.to_client_bytes
         self.counters[reason] += 1
         self.counters["allocations_active"] = len(self.allocations)
 
@@ -831,6 +890,46 @@ class TurnServer:
             self._per_user[username] = count
         else:
             self._per_user.pop(username, None)
+
+    def traffic(self) -> tuple[int, int, int, int]:
+        """Packets and bytes relayed to peers and to clients since the start, by live
+        and ended allocations together."""
+        out = list(self.closed_traffic)
+        for alloc in self.allocations.values():
+            out[0] += alloc.to_peer_packets
+            out[1] += alloc.to_peer_bytes
+            out[2] += alloc.to_client_packets
+            out[3] += alloc.to_client_bytes
+        return out[0], out[1], out[2], out[3]
+
+    def sessions(self, now: float) -> list[dict[str, Any]]:
+        """The live allocations as plain data (for ``/sessions``): who, from where,
+        through which relays, to which peers, for how long, and what they relayed."""
+        out: list[dict[str, Any]] = []
+        realm = self.settings.realm
+        for alloc in self.allocations.values():
+            transport, client, server = alloc.five_tuple
+            expires = max((r.expires_at for r in alloc.relays.values()), default=now)
+            out.append({
+                "username": alloc.username,
+                "realm": realm,
+                "transport": transport,
+                "client": _endpoint(client),
+                "server": _endpoint(server),
+                "relays": [{"family": "ipv4" if r.family == IPV4 else "ipv6",
+                            "address": _endpoint(r.address), "public": _endpoint(r.public)}
+                           for r in alloc.relays.values()],
+                "permissions": sorted(ip for ip, until in alloc.permissions.items()
+                                      if until > now),
+                "channels": [{"number": ch.number, "peer": _endpoint(ch.peer)}
+                             for ch in alloc.channels.values() if ch.expires_at > now],
+                "age_s": round(now - alloc.created_at, 3),
+                "lifetime_left_s": round(max(0.0, expires - now), 3),
+                "to_peer": {"packets": alloc.to_peer_packets, "bytes": alloc.to_peer_bytes},
+                "to_client": {"packets": alloc.to_client_packets,
+                              "bytes": alloc.to_client_bytes},
+            })  # fmt: skip
+        return out
 
     def allocations_of(self, username: str) -> int:
         """How many allocations and unclaimed EVEN-PORT reservations ``username`` holds

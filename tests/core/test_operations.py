@@ -1,0 +1,83 @@
+"""What an operator reads from the TURN core: sessions, traffic, request and failure
+counts, and draining (sans-IO)."""
+
+from __future__ import annotations
+
+from natsrv.stun import Attr, MessageClass, Method
+
+from .turn_helpers import (
+    CLIENT,
+    FT,
+    NOW,
+    PEER,
+    RELAY_IP,
+    Client,
+    error_code,
+    five_tuple,
+    make_server,
+)
+
+
+def test_sessions_and_traffic_follow_relayed_data() -> None:
+    server, _ = make_server()
+    client = Client(server)
+    answer, _ = client.allocate()
+    relay = (RELAY_IP, answer.get(Attr.XOR_RELAYED_ADDRESS)[1])
+    client.bind(0x4001, PEER)
+    assert server.channel_to_peer(FT, 0x4001, 100, NOW + 1) is not None
+    assert client.send(PEER, b"12345", NOW + 1)
+    assert server.peer_to_client(relay, PEER, 40, NOW + 2) == (FT, 0x4001)
+    [session] = server.sessions(NOW + 10)
+    assert session["username"] == "alice" and session["realm"] == "example.org"
+    assert session["client"] == f"{CLIENT[0]}:{CLIENT[1]}" and session["transport"] == "udp"
+    assert session["relays"][0]["address"] == f"{relay[0]}:{relay[1]}"
+    assert session["permissions"] == [PEER[0]]
+    assert session["channels"] == [{"number": 0x4001, "peer": f"{PEER[0]}:{PEER[1]}"}]
+    assert session["age_s"] == 10.0 and session["lifetime_left_s"] == 590.0
+    assert session["to_peer"] == {"packets": 2, "bytes": 105}
+    assert session["to_client"] == {"packets": 1, "bytes": 40}
+    assert server.traffic() == (2, 105, 1, 40)
+    # What an allocation relayed stays counted after it ends.
+    client.refresh(0, NOW + 20)
+    assert server.sessions(NOW + 20) == []
+    assert server.traffic() == (2, 105, 1, 40)
+
+
+def test_requests_and_auth_failures_are_counted_by_result_and_reason() -> None:
+    server, _ = make_server()
+    client = Client(server)
+    client.allocate()
+    wrong = Client(server, five_tuple(1), "alice", "not-the-password")
+    answer, _ = wrong.allocate()
+    assert error_code(answer) == 401
+    stranger = Client(server, five_tuple(2), "mallory", "x")
+    assert error_code(stranger.allocate()[0]) == 401
+    assert error_code(client.allocate()[0]) == 437
+    requests = server.requests
+    assert requests[(Method.ALLOCATE, "udp", "401")] == 5  # three first, two failed
+    assert requests[(Method.ALLOCATE, "udp", "success")] == 1
+    assert requests[(Method.ALLOCATE, "udp", "437")] == 1
+    assert server.auth_failures == {"bad-integrity": 1, "unknown-user": 1}
+
+
+def test_draining_refuses_new_allocations_and_keeps_the_old_ones() -> None:
+    server, _ = make_server()
+    old = Client(server)
+    old.allocate()
+    server.draining = True
+    answer, _ = Client(server, five_tuple(1)).allocate()
+    assert error_code(answer) == 508
+    # The existing allocation refreshes, permits, binds and relays as before.
+    assert old.refresh(600)[0].cls == MessageClass.SUCCESS
+    assert old.permit(PEER).cls == MessageClass.SUCCESS
+    assert old.bind(0x4002, PEER).cls == MessageClass.SUCCESS
+    assert server.channel_to_peer(FT, 0x4002, 10, NOW) is not None
+
+
+def test_draining_with_an_alternate_server_answers_300() -> None:
+    alternate = ("100.1.2.200", 3478)
+    server, _ = make_server(alternate_servers=(alternate, ("2001:db8::200", 3478)))
+    server.draining = True
+    answer, _ = Client(server, five_tuple(1)).allocate()
+    assert error_code(answer) == 300
+    assert answer.get(Attr.ALTERNATE_SERVER) == alternate
