@@ -118,22 +118,24 @@ def turn_settings(config: Config) -> TurnSettings:
     )
 
 
-def make_turn(config: Config, relays: RelaySockets, counters: Counter[str]) -> TurnServer:
-    """The TURN core with its credential sources, nonces and peer policy."""
+def make_turn(
+    config: Config,
+    relays: RelaySockets,
+    counters: Counter[str],
+    listening: list[Address],
+) -> TurnServer:
+    """The TURN core with its credential sources, nonces and peer policy. ``listening``
+    are the endpoints the server really bound (port 0 resolved): peers there are
+    refused, as are the same ports on the external IP."""
     stores: list[CredentialStore] = []
     if config.users:
         stores.append(StaticUsers(dict(config.users)))
     if config.auth_secret is not None:
         stores.append(RestSecret(config.auth_secret))
     credentials = stores[0] if len(stores) == 1 else ChainedStore(*stores)
-    own: list[str | Address] = [
-        ep for ip, port in config.listen
-        for ep in BindingConfig((ip, port), config.alt_ip, config.alt_port).endpoints()
-    ]  # fmt: skip
-    if config.tls_port is not None:
-        own += [(ip, config.tls_port) for ip, _ in config.listen]
+    own: list[str | Address] = list(dict.fromkeys(listening))
     if config.external_ip is not None:
-        own += [(config.external_ip[0], port) for _, port in config.listen]
+        own += [(config.external_ip[0], port) for port in {port for _, port in listening}]
     policy = PeerPolicy(allow=config.allow_peer, deny=config.deny_peer, own_addresses=own)
     nonces = NonceFactory(secrets.token_bytes(32), config.nonce_lifetime)
     return TurnServer(turn_settings(config), credentials=credentials, nonces=nonces,
@@ -194,7 +196,10 @@ async def serve(
                     addr = local_address(listener.socket)
                     record.append(addr)
                     bindings.setdefault(addr, binding)
-        turn = make_turn(config, relays, metrics.counters) if config.turn_enabled else None
+        turn = (
+            make_turn(config, relays, metrics.counters, list(bindings))
+            if config.turn_enabled else None
+        )  # fmt: skip
         server = Server(bindings, turn, counters=metrics.counters, software=config.software)
         shell = Shell(server, relays, metrics, clock)
         slots = StreamSlots(config.tcp_max_connections, MAX_CONNECTIONS_PER_SOURCE,
