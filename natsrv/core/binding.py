@@ -40,6 +40,7 @@ HARMLESS = frozenset(
     }
 )
 _OK = "success"
+_FINGERPRINT = Attr.FINGERPRINT
 _PADDING_HEADER = 4  # a padded answer is its unpadded self, this header and the padding
 
 
@@ -54,6 +55,11 @@ class BindingConfig:
     #: Include MAPPED-ADDRESS in modern responses too (RFC 8489 §14.1 compatibility;
     #: lets a classifier spot an ALG that rewrites addresses).
     mapped_address: bool = True
+
+    @property
+    def rfc5780(self) -> bool:
+        """Whether an alternate IP or port exists (RFC 5780 behaviour discovery)."""
+        return self.alt_ip is not None or self.alt_port is not None
 
     @property
     def wildcard(self) -> bool:
@@ -113,7 +119,9 @@ class BindingService:
         tail = self._tails.get((local, via))
         if tail is None:
             parts = []
-            if not self.config.wildcard:
+            # RFC 5780 attributes only where RFC 5780 is served (an alternate exists):
+            # elsewhere they only lengthen what a spoofed request reflects.
+            if self.config.rfc5780 and not self.config.wildcard:
                 parts.append(encode_attribute(Attr.RESPONSE_ORIGIN, via))
             other = self.config.other(local)
             if other is not None:
@@ -143,10 +151,14 @@ class BindingService:
         cfg = self.config
         transport, src, local = five_tuple
         udp = transport == "udp"
+        # FINGERPRINT answers FINGERPRINT (RFC 8489 §7.3: a usage that needs it has the
+        # client send it); an answer without it is 8 bytes less to reflect.
+        fingerprint = _FINGERPRINT in msg
         if msg.unknown_required:
             return self._error(msg, five_tuple, 420, "Unknown Attribute", msg.unknown_required)
         if msg.cookie and all(t in HARMLESS for t, _ in msg.attributes):
-            return SendToClient(five_tuple, self.plain(local).success(msg.xor_key, src)), _OK
+            answer = self.plain(local).success(msg.xor_key, src, fingerprint=fingerprint)
+            return SendToClient(five_tuple, answer), _OK
         change: ChangeRequest | None = msg.get(Attr.CHANGE_REQUEST)
         via = local
         if change is not None and (change.change_ip or change.change_port):
@@ -184,7 +196,7 @@ class BindingService:
             tail = self._software_classic
         tid = msg.transaction_id
         out = encode_message(Method.BINDING, MessageClass.SUCCESS, tid, attrs,
-                             cookie=msg.cookie, tail=tail, fingerprint=True)  # fmt: skip
+                             cookie=msg.cookie, tail=tail, fingerprint=fingerprint)  # fmt: skip
         if msg.get(Attr.PADDING) is not None:
             # Pad up to the request's own size (RFC 5780 §7.6), never beyond it.
             room = min(request_size - len(out) - _PADDING_HEADER, MAX_PADDING) & ~3
@@ -192,7 +204,7 @@ class BindingService:
                 padding = encode_attribute(Attr.PADDING, bytes(room))
                 out = encode_message(Method.BINDING, MessageClass.SUCCESS, tid, attrs,
                                      cookie=msg.cookie, tail=tail + padding,
-                                     fingerprint=True)  # fmt: skip
+                                     fingerprint=fingerprint)  # fmt: skip
         return SendToClient(five_tuple if via == local and dest == src else
                             (transport, dest, via), out), _OK  # fmt: skip
 
@@ -211,7 +223,7 @@ class BindingService:
             attrs.append((Attr.SOFTWARE, self.config.software))
         out = encode_message(
             msg.method, MessageClass.ERROR, msg.transaction_id, attrs, cookie=msg.cookie,
-            fingerprint=True,
+            fingerprint=_FINGERPRINT in msg,
         )
         return SendToClient(five_tuple, out), str(code)
 

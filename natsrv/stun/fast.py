@@ -10,7 +10,8 @@ per datagram and must not pay for a generic attribute walk each time.
   ChannelData), or raises :class:`ParseError` for anything else.
 * :class:`BindingSuccess` answers a *plain* RFC 5389/8489 Binding request (no
   attributes, or FINGERPRINT alone; RFC 8489 §6.3, §14.7) with XOR-MAPPED-ADDRESS,
-  optionally MAPPED-ADDRESS, pre-encoded trailing attributes and FINGERPRINT.
+  optionally MAPPED-ADDRESS, pre-encoded trailing attributes and, when the request
+  had one, FINGERPRINT.
 * :func:`encode_data_indication` builds a Data indication (RFC 8656 §11.3).
 * :class:`PreparedResponse` is a response whose attributes are fixed but for one
   NONCE-like slot (the 401 of RFC 8489 §9.2.4 that every new TURN client gets first).
@@ -101,7 +102,7 @@ def _v4_int(host: str) -> int | None:
 class BindingSuccess:
     """Binding success responses for one receiving endpoint: XOR-MAPPED-ADDRESS, then
     MAPPED-ADDRESS when ``mapped_address``, then ``tail`` (attributes already encoded,
-    e.g. with :func:`encode_attribute`), then FINGERPRINT."""
+    e.g. with :func:`encode_attribute`), then FINGERPRINT when the request had one."""
 
     __slots__ = ("_tail", "mapped_address")
 
@@ -116,37 +117,36 @@ class BindingSuccess:
         path (``decode_untrusted``)."""
         n = len(data)
         if n == 20:
-            if data[1] != 1 or data[0] or data[2] or data[3]:
+            if data[1] != 1 or data[0] or data[2] or data[3] or data[4:8] != MAGIC_COOKIE_BYTES:
                 return None
-        elif n == 28:
-            if (
-                data[:4] != b"\x00\x01\x00\x08"
-                or data[20:24] != _FP_ONLY
-                or int.from_bytes(data[24:28], "big") != zlib.crc32(data[:20]) ^ FINGERPRINT_XOR
-            ):
-                return None
-        else:
+            return self.success(data[4:20], src, fingerprint=False)
+        if (
+            n != 28
+            or data[:4] != b"\x00\x01\x00\x08"
+            or data[4:8] != MAGIC_COOKIE_BYTES
+            or data[20:24] != _FP_ONLY
+            or int.from_bytes(data[24:28], "big") != zlib.crc32(data[:20]) ^ FINGERPRINT_XOR
+        ):
             return None
-        if data[4:8] != MAGIC_COOKIE_BYTES:
-            return None
-        return self.success(data[4:20], src)
+        return self.success(data[4:20], src, fingerprint=True)
 
-    def success(self, xor_key: bytes, src: Address) -> bytes:
+    def success(self, xor_key: bytes, src: Address, *, fingerprint: bool) -> bytes:
         """The response to a modern Binding request whose header bytes 4-20 (cookie
         and transaction ID) are ``xor_key``, from client address ``src``."""
         tail = self._tail
+        extra = 8 if fingerprint else 0
         host, port = src
         ip = _V4_INT.get(host)
         if ip is None:
             ip = _v4_int(host)
         if ip is not None:
             if self.mapped_address:
-                msg = _V4_BOTH.pack(_BINDING_SUCCESS, 32 + len(tail), xor_key, _XMA, 8, 1,
-                                    port ^ _COOKIE_U16, ip ^ _COOKIE_U32, _MA, 8, 1, port,
+                msg = _V4_BOTH.pack(_BINDING_SUCCESS, 24 + extra + len(tail), xor_key, _XMA, 8,
+                                    1, port ^ _COOKIE_U16, ip ^ _COOKIE_U32, _MA, 8, 1, port,
                                     ip) + tail  # fmt: skip
             else:
-                msg = _V4_XOR.pack(_BINDING_SUCCESS, 20 + len(tail), xor_key, _XMA, 8, 1,
-                                   port ^ _COOKIE_U16, ip ^ _COOKIE_U32) + tail  # fmt: skip
+                msg = _V4_XOR.pack(_BINDING_SUCCESS, 12 + extra + len(tail), xor_key, _XMA, 8,
+                                   1, port ^ _COOKIE_U16, ip ^ _COOKIE_U32) + tail  # fmt: skip
         else:
             body = _enc_xor_address(src, xor_key)
             parts = _TLV_HEADER.pack(_XMA, len(body)) + body
@@ -154,7 +154,9 @@ class BindingSuccess:
                 body = _enc_address(src, xor_key)
                 parts += _TLV_HEADER.pack(_MA, len(body)) + body
             parts += tail
-            msg = _HEADER.pack(_BINDING_SUCCESS, len(parts) + 8) + xor_key + parts
+            msg = _HEADER.pack(_BINDING_SUCCESS, len(parts) + extra) + xor_key + parts
+        if not fingerprint:
+            return msg
         return msg + _FP_ATTR.pack(_FP, 4, zlib.crc32(msg) ^ FINGERPRINT_XOR)
 
 

@@ -61,7 +61,7 @@ def test_plain_binding_success_is_the_general_encoding(
     if mapped:
         attrs.append((Attr.MAPPED_ADDRESS, src))
     expected = encode_message(Method.BINDING, MessageClass.SUCCESS, TID, attrs, tail=tail,
-                              fingerprint=True)  # fmt: skip
+                              fingerprint=fingerprint)  # fmt: skip
     assert out == expected
     answer = decode_untrusted(out)
     assert answer.get(Attr.XOR_MAPPED_ADDRESS) == src
@@ -119,7 +119,7 @@ def test_plain_binding_agrees_with_the_decoder(data: bytes) -> None:
     if msg is None:
         assert fast is None
     else:
-        assert fast == plain.success(msg.xor_key, PEER)
+        assert fast == plain.success(msg.xor_key, PEER, fingerprint=Attr.FINGERPRINT in msg)
 
 
 def test_data_indication_encoding() -> None:
@@ -154,5 +154,8 @@ def test_encode_attribute_is_what_messages_carry() -> None:
     msg = Message(Method.BINDING, MessageClass.SUCCESS, TID, attributes=[(Attr.SOFTWARE, "abcde")])
     assert msg.encode()[20:] == tlv
     # And the FINGERPRINT the fast path appends is RFC 8489's.
-    out = BindingSuccess(b"", mapped_address=False).success(MAGIC_COOKIE_BYTES + TID, PEER)
+    plain = BindingSuccess(b"", mapped_address=False)
+    out = plain.success(MAGIC_COOKIE_BYTES + TID, PEER, fingerprint=True)
     assert int.from_bytes(out[-4:], "big") == zlib.crc32(out[:-8]) ^ FINGERPRINT_XOR
+    # Without FINGERPRINT in the request, none in the answer: 32 bytes for IPv4.
+    assert len(plain.success(MAGIC_COOKIE_BYTES + TID, PEER, fingerprint=False)) == 32
