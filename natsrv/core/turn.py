@@ -93,6 +93,7 @@ from .policy import PeerPolicy
 _WILDCARDS = ("0.0.0.0", "::")
 _INF = float("inf")
 
+_FINGERPRINT = Attr.FINGERPRINT
 _SUCCESS = MessageClass.SUCCESS
 _ERROR = MessageClass.ERROR
 _ALLOCATE = Method.ALLOCATE
@@ -355,7 +356,8 @@ class TurnServer:
     def _challenge(self, msg: Message, client: Address, now: float) -> bytes:
         """The 401 with REALM, a fresh NONCE and PASSWORD-ALGORITHMS, and FINGERPRINT."""
         nonce = self.auth.nonces.issue(client, now).encode("ascii")
-        return self._challenge_401.render(msg.method, msg.transaction_id, nonce)
+        return self._challenge_401.render(msg.method, msg.transaction_id, nonce,
+                                          fingerprint=_FINGERPRINT in msg)  # fmt: skip
 
     def _answer_unauthenticated(
         self,
@@ -377,7 +379,9 @@ class TurnServer:
             return False
         if isinstance(exc, Challenge):
             self.counters["auth_failures" if exc.failed else "auth_challenges"] += 1
-        effects.append(SendToClient(five_tuple, self._error(msg, exc).encode(fingerprint=True)))
+        # FINGERPRINT only when the request had one: less to reflect for spoofed sources.
+        answer = self._error(msg, exc).encode(fingerprint=_FINGERPRINT in msg)
+        effects.append(SendToClient(five_tuple, answer))
         return True
 
     def _alternate_for(self, five_tuple: FiveTuple) -> Address | None:

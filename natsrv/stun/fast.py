@@ -27,7 +27,7 @@ from typing import Any
 from .attributes import CODECS, Address, pack_ip
 from .constants import FINGERPRINT_XOR, HEADER_SIZE, MAGIC_COOKIE_BYTES, Attr, MessageClass
 from .errors import ParseError
-from .integrity import fingerprint
+from .integrity import fingerprint as fingerprint_of
 from .message import encode_message, message_type
 
 _HEADER = struct.Struct(">HH")
@@ -188,8 +188,8 @@ def encode_data_indication(peer: Address, data: bytes) -> bytes:
 
 class PreparedResponse:
     """A modern response with fixed attributes around one variable text attribute
-    (``slot``, e.g. NONCE), and FINGERPRINT: ``render`` equals what ``encode_message``
-    writes for ``before + [(slot, value)] + after`` with ``fingerprint=True``."""
+    (``slot``, e.g. NONCE), and optionally FINGERPRINT: ``render`` equals what
+    ``encode_message`` writes for ``before + [(slot, value)] + after``."""
 
     __slots__ = ("_after", "_before", "_slot", "cls")
 
@@ -206,18 +206,22 @@ class PreparedResponse:
         self._after = encode_message(0, cls, zero_tid, after)[HEADER_SIZE:]
         self._slot = slot
 
-    def render(self, method: int, transaction_id: bytes, value: bytes) -> bytes:
+    def render(
+        self, method: int, transaction_id: bytes, value: bytes, *, fingerprint: bool = True
+    ) -> bytes:
         size = len(value)
         body = b"".join((
             self._before, _TLV_HEADER.pack(self._slot, size), value, b"\x00" * (-size % 4),
             self._after,
         ))  # fmt: skip
         head = (
-            _HEADER.pack(message_type(method, self.cls), len(body) + 8)
+            _HEADER.pack(message_type(method, self.cls), len(body) + (8 if fingerprint else 0))
             + MAGIC_COOKIE_BYTES
             + transaction_id
         )
-        return head + body + _FP_ATTR.pack(_FP, 4, fingerprint(head + body))
+        if not fingerprint:
+            return head + body
+        return head + body + _FP_ATTR.pack(_FP, 4, fingerprint_of(head + body))
 
 
 __all__ = [

@@ -140,11 +140,12 @@ def test_prepared_response_is_the_general_encoding(nonce: bytes) -> None:
     before = [(Attr.ERROR_CODE, ErrorCodeValue(401, "Unauthorized")), (Attr.REALM, "r")]
     after = [(Attr.SOFTWARE, "s")]
     prepared = PreparedResponse(MessageClass.ERROR, before, Attr.NONCE, after)
-    out = prepared.render(Method.ALLOCATE, TID, nonce)
-    expected = encode_message(Method.ALLOCATE, MessageClass.ERROR, TID,
-                              [*before, (Attr.NONCE, nonce.decode()), *after],
-                              fingerprint=True)  # fmt: skip
-    assert out == expected
+    for fingerprint in (True, False):
+        out = prepared.render(Method.ALLOCATE, TID, nonce, fingerprint=fingerprint)
+        expected = encode_message(Method.ALLOCATE, MessageClass.ERROR, TID,
+                                  [*before, (Attr.NONCE, nonce.decode()), *after],
+                                  fingerprint=fingerprint)  # fmt: skip
+        assert out == expected
     assert decode_untrusted(out).get(Attr.NONCE) == nonce.decode()
 
 
