@@ -79,14 +79,17 @@ class Challenge(Unauthorized):
     (for counters only: both get the same answer)."""
 
     def __init__(
-        self, attributes: list[tuple[int, Any]], *, failed: bool = False, reason: str = ""
+        self, attributes: list[tuple[int, Any]], *, failed: bool = False, failure: str = ""
     ) -> None:
-        super().__init__()
+        # The reason phrase is empty (RFC 8489 §14.8 leaves it free): every unsigned
+        # request gets this answer, and each byte of it is reflected traffic.
+        super().__init__("")
         self.attributes = attributes
         self.failed = failed
-        #: Why credentials failed (metrics, logs): ``wrong-realm``, ``unknown-user``,
-        #: ``bad-integrity``.
-        self.reason = reason or ("bad-integrity" if failed else "")
+        #: Why credentials failed, for metrics and logs only (never on the wire: it
+        #: would tell an attacker which usernames exist): ``wrong-realm``,
+        #: ``unknown-user``, ``bad-integrity``.
+        self.failure = failure or ("bad-integrity" if failed else "")
 
 
 class StaleChallenge(StaleNonce):
@@ -174,7 +177,7 @@ class Authenticator:
                 named_algorithm = True
         if username is None or realm != self.realm:
             raise Challenge(self.challenge_attributes(client, now), failed=True,
-                            reason="wrong-realm" if username is not None else "unknown-user")
+                            failure="wrong-realm" if username is not None else "unknown-user")
         verify = verify_integrity_sha256 if has_sha256 else verify_integrity
         key = None
         known_user = False
@@ -185,7 +188,7 @@ class Authenticator:
                 break
         if key is None:
             raise Challenge(self.challenge_attributes(client, now), failed=True,
-                            reason="bad-integrity" if known_user else "unknown-user")
+                            failure="bad-integrity" if known_user else "unknown-user")
         known = (nonce, client[0])
         window = self._verified.get(known)
         if window is None:

@@ -255,7 +255,7 @@ class TurnServer:
             after.append((Attr.PASSWORD_ALGORITHMS, self.auth.password_algorithms))
         self._challenge_401 = PreparedResponse(
             MessageClass.ERROR,
-            [(Attr.ERROR_CODE, ErrorCodeValue(401, REASONS[401])), (Attr.REALM, settings.realm)],
+            [(Attr.ERROR_CODE, ErrorCodeValue(401, "")), (Attr.REALM, settings.realm)],
             Attr.NONCE,
             after,
         )
@@ -335,7 +335,7 @@ class TurnServer:
             self.counters[f"errors_{exc.code}"] = self.counters.get(f"errors_{exc.code}", 0) + 1
             if creds is None:
                 if isinstance(exc, Challenge) and exc.failed:
-                    self.auth_failures[exc.reason] += 1
+                    self.auth_failures[exc.failure] += 1
                 if self._answer_unauthenticated(msg, exc, five_tuple, now, effects):
                     self.requests[(msg.method, five_tuple[0], str(exc.code))] += 1
                 return effects

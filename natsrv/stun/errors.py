@@ -20,7 +20,7 @@ class RequestError(Exception):
     code: int = 400
 
     def __init__(self, reason: str | None = None, **extra: object) -> None:
-        self.reason = reason or REASONS.get(self.code, "Error")
+        self.reason = REASONS.get(self.code, "Error") if reason is None else reason
         self.extra = extra
         super().__init__(f"{self.code} {self.reason}")
 
