@@ -150,6 +150,13 @@ class Config:
     unauth_global_rate: float = 20000.0
     #: ``ipv4`` (RFC 8656 §7.2 default) or ``listener``: the family of the listening socket.
     default_family: str = "ipv4"
+    alternate_server: tuple[Address, ...] = ()
+    password_algorithms: bool = False
+    drain_timeout: float = 30.0
+    metrics_listen: Address | None = None
+    tcp_max_per_source: int = 64
+    tcp_first_message_timeout: float = 5.0
+    tls_handshake_timeout: float = 5.0
     extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property

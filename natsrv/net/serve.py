@@ -27,7 +27,9 @@ from ..core.nonce import NonceFactory
 from ..core.policy import PeerPolicy
 from ..core.server import Server
 from ..core.turn import TurnServer, TurnSettings
-from ..metrics import Metrics
+from ..metrics import Collector, Metrics
+from ..stun.attributes import SecurityFeature
+from .admin import AdminRoutes, serve_admin
 from .relay import RelaySockets, read_relays
 from .shell import Shell
 from .tcp import StreamSlots, serve_stream
@@ -37,23 +39,48 @@ log = logging.getLogger("natsrv")
 
 Address = tuple[str, int]
 _WILDCARDS = ("0.0.0.0", "::")
-#: TCP/TLS connections one source IP may hold at once.
-MAX_CONNECTIONS_PER_SOURCE = 64
 
 
 @dataclass
 class ServerInfo:
-    """What ``serve`` bound: the primary endpoint first in each list."""
+    """What ``serve`` bound: the primary endpoint first in each list; and the handle to
+    drain the server (``drain``, ``drained``)."""
 
     udp: list[Address] = field(default_factory=list)
     tcp: list[Address] = field(default_factory=list)
     tls: list[Address] = field(default_factory=list)
     relay: list[Address] = field(default_factory=list)
+    admin: list[Address] = field(default_factory=list)
     metrics: Metrics = field(default_factory=Metrics)
+    server: Server | None = None
+    #: Set once draining has started and no allocation is left.
+    drained: trio.Event = field(default_factory=trio.Event)
+    _drain_requested: trio.Event = field(default_factory=trio.Event)
 
     @property
     def primary(self) -> Address:
         return self.udp[0] if self.udp else self.tcp[0]
+
+    @property
+    def draining(self) -> bool:
+        return self._drain_requested.is_set()
+
+    def drain(self) -> None:
+        """Refuse new allocations (300 with ALTERNATE-SERVER when configured, else 508)
+        while Bindings are answered and existing allocations live on; ``drained`` is set
+        when the last of them ends. Idempotent."""
+        if self.server is not None and self.server.turn is not None:
+            self.server.turn.draining = True
+        self._drain_requested.set()
+
+
+async def _watch_drain(info: ServerInfo) -> None:
+    await info._drain_requested.wait()
+    log.info("draining: new allocations are refused")
+    turn = info.server.turn if info.server is not None else None
+    while turn is not None and turn.allocations:
+        await trio.sleep(0.1)  # a periodic look, not a synchronisation: bounded by drain-timeout
+    info.drained.set()
 
 
 def _bind_group(ip: str, port: int, alt_ip: str | None, alt_port: int | None
@@ -115,6 +142,7 @@ def turn_settings(config: Config) -> TurnSettings:
         unauth_rate=config.unauth_rate,
         unauth_global_rate=config.unauth_global_rate,
         default_family=config.default_family,
+        alternate_servers=config.alternate_server,
     )
 
 
@@ -137,7 +165,11 @@ def make_turn(
     if config.external_ip is not None:
         own += [(config.external_ip[0], port) for port in {port for _, port in listening}]
     policy = PeerPolicy(allow=config.allow_peer, deny=config.deny_peer, own_addresses=own)
-    nonces = NonceFactory(secrets.token_bytes(32), config.nonce_lifetime)
+    # PASSWORD-ALGORITHMS (RFC 8489 §9.2.4) only when asked for: the nonce cookie and
+    # the attribute make every 401 longer, and browsers use MD5 keys anyway.
+    features = SecurityFeature.PASSWORD_ALGORITHMS if config.password_algorithms else None
+    nonces = NonceFactory(secrets.token_bytes(32), config.nonce_lifetime,
+                          security_features=features)  # fmt: skip
     return TurnServer(turn_settings(config), credentials=credentials, nonces=nonces,
                       policy=policy, opener=relays, counters=counters)  # fmt: skip
 
@@ -182,6 +214,7 @@ async def serve(
 
     ssl_context = make_ssl_context(config) if config.tls_enabled else None
     stream_listeners: list[tuple[trio.SocketListener, ssl.SSLContext | None]] = []
+    admin_listeners: list[trio.SocketListener] = []
     try:
         for endpoints, binding in groups:
             plans: list[tuple[Address, ssl.SSLContext | None, list[Address]]] = []
@@ -202,8 +235,13 @@ async def serve(
         )  # fmt: skip
         server = Server(bindings, turn, counters=metrics.counters, software=config.software)
         shell = Shell(server, relays, metrics, clock)
-        slots = StreamSlots(config.tcp_max_connections, MAX_CONNECTIONS_PER_SOURCE,
+        info.server = server
+        slots = StreamSlots(config.tcp_max_connections, config.tcp_max_per_source,
                             server.holds_allocation, metrics.counters)  # fmt: skip
+        if config.metrics_listen is not None:
+            ip, port = config.metrics_listen
+            admin_listeners = await trio.open_tcp_listeners(port, host=ip)
+            info.admin = [local_address(lst.socket) for lst in admin_listeners]
         async with trio.open_nursery() as nursery:
             for s in udp_socks:
                 shell.senders[local_address(s)] = s
@@ -215,7 +253,19 @@ async def serve(
                 nursery.start_soon(partial(
                     serve_stream, listener, shell, slots, idle_timeout=config.tcp_idle_timeout,
                     max_frame=config.max_message_size, ssl_context=ctx,
+                    first_message_timeout=config.tcp_first_message_timeout,
+                    handshake_timeout=config.tls_handshake_timeout,
                 ))  # fmt: skip
+            if admin_listeners:
+                routes = AdminRoutes(
+                    Collector(metrics, lambda: info.server),
+                    sessions=(lambda: turn.sessions(clock())) if turn is not None else list,
+                    ready=lambda: not info.draining,
+                )
+                nursery.start_soon(serve_admin, admin_listeners, routes)
+                for addr in info.admin:
+                    log.info("admin (metrics, sessions, health) on http://%s:%d/", *addr)
+            nursery.start_soon(_watch_drain, info)
             if turn is not None:
                 nursery.start_soon(shell.run_timers)
                 nursery.start_soon(read_relays, shell)
@@ -224,6 +274,8 @@ async def serve(
                          *config.relay_ports)  # fmt: skip
             task_status.started(info)
     finally:
+        for admin in admin_listeners:
+            admin.socket.close()
         relays.close_all()
         for s in udp_socks:
             s.close()
