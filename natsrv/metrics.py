@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector as _CollectorBase
 
-from .stun.constants import Method
+from .stun.constants import method_name
 
 if TYPE_CHECKING:
     from .core.server import Server
@@ -48,12 +48,6 @@ class Metrics:
 
     def snapshot(self) -> dict[str, float]:
         return {**self.counters, **self.gauges}
-
-
-def method_name(method: int) -> str:
-    """``binding``, ``allocate``, ``create_permission``, ... or ``0x00b`` style."""
-    name = Method.name_of(method)
-    return name.lower() if name else f"0x{method:03x}"
 
 
 class Collector(_CollectorBase):
@@ -144,4 +138,4 @@ class Collector(_CollectorBase):
         yield lifecycle
 
 
-__all__ = ["DROP_REASONS", "Collector", "Metrics", "method_name"]
+__all__ = ["DROP_REASONS", "Collector", "Metrics"]

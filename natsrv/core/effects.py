@@ -2,9 +2,10 @@
 
 The core (``natsrv.core.server.Server`` and the TURN state behind it) never touches a
 socket: ``Server.receive``, ``Server.expire`` and ``Server.connection_closed`` return a
-list of the effects below, which ``natsrv/net`` carries out in order. There are two:
-send bytes to a client (on UDP from a given local endpoint, on a stream over its
-connection) and send a datagram from a relay socket to a peer.
+list of the effects below, which ``natsrv/net`` carries out in order: send bytes to a
+client (on UDP from a given local endpoint, on a stream over its
+connection) and send a datagram from a relay socket to a peer; a third, rare one,
+hands the shell an :class:`Event` to log.
 
 The one piece of I/O the core performs synchronously is binding and closing relay
 sockets, through the :class:`RelayOpener` the shell hands it: RFC 8656 §7.2 needs to
@@ -77,11 +78,24 @@ def send_to_peer(relay: Address, peer: Address, data: bytes) -> SendToPeer:
     return (PeerRoute(relay, peer), data)
 
 
-Effect: TypeAlias = SendToClient | SendToPeer
+@final
+@dataclass(slots=True)
+class Event:
+    """Something an operator wants in the log: an allocation's lifecycle (created,
+    refreshed, permission or channel added, ended with its duration and traffic), or a
+    refused or failed request (bounded in rate by the core). ``fields`` hold no secret:
+    never a password, key, MESSAGE-INTEGRITY or REST secret. The shell logs it."""
+
+    name: str
+    fields: dict[str, object]
+
+
+Effect: TypeAlias = SendToClient | SendToPeer | Event
 
 __all__ = [
     "Address",
     "Effect",
+    "Event",
     "FiveTuple",
     "PeerRoute",
     "RelayOpener",

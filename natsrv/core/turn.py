@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..stun.attributes import AddressErrorCode, ErrorCodeValue
-from ..stun.constants import REASONS, TRANSPORT_UDP, Attr, MessageClass, Method
+from ..stun.constants import REASONS, TRANSPORT_UDP, Attr, MessageClass, Method, method_name
 from ..stun.errors import (
     AddressFamilyNotSupported,
     AllocationMismatch,
@@ -81,6 +81,7 @@ from .credentials import CredentialStore
 from .effects import (
     Address,
     Effect,
+    Event,
     FiveTuple,
     PeerRoute,
     RelayOpener,
@@ -94,6 +95,8 @@ _WILDCARDS = ("0.0.0.0", "::")
 _INF = float("inf")
 
 _FINGERPRINT = Attr.FINGERPRINT
+#: Refusals too common to log: a second Allocate on a 5-tuple (437) is a retry.
+_QUIET = frozenset({437})
 _SUCCESS = MessageClass.SUCCESS
 _ERROR = MessageClass.ERROR
 _ALLOCATE = Method.ALLOCATE
@@ -181,6 +184,11 @@ _Handler = Callable[
 ]
 
 
+def _who(alloc: Allocation) -> dict[str, object]:
+    transport, client, _ = alloc.five_tuple
+    return {"username": alloc.username, "transport": transport, "client": _endpoint(client)}
+
+
 def _endpoint(address: Address) -> str:
     host, port = address
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
@@ -228,6 +236,8 @@ class TurnServer:
         #: While draining, new allocations are refused (300 or 508); existing ones keep
         #: relaying, refreshing and binding until they end.
         self.draining = False
+        #: Log lines for refused and failed requests: at most 20 a second (bursts of 50).
+        self._log_budget = ChallengeLimiter(20.0, 50.0, size=1)
         self._per_user: dict[str, int] = {}
         self._heap: list[tuple[float, int, Allocation | Reservation]] = []
         self._seq = itertools.count()
@@ -336,11 +346,23 @@ class TurnServer:
             if creds is None:
                 if isinstance(exc, Challenge) and exc.failed:
                     self.auth_failures[exc.failure] += 1
+                    if self._log_budget.allow("", now):
+                        effects.append(Event("auth-failed", {
+                            "username": msg.get(Attr.USERNAME), "transport": five_tuple[0],
+                            "client": _endpoint(five_tuple[1]), "reason": exc.failure,
+                            "method": method_name(msg.method),
+                        }))  # fmt: skip
                 if self._answer_unauthenticated(msg, exc, five_tuple, now, effects):
                     self.requests[(msg.method, five_tuple[0], str(exc.code))] += 1
                 return effects
             attrs = self._error_attributes(exc)
             cls, result = _ERROR, str(exc.code)
+            if exc.code not in _QUIET and self._log_budget.allow("", now):
+                effects.append(Event("request-refused", {
+                    "username": creds.username, "transport": five_tuple[0],
+                    "client": _endpoint(five_tuple[1]), "method": method_name(msg.method),
+                    "code": exc.code, "reason": exc.reason,
+                }))  # fmt: skip
         method = msg.method
         if self._software is not None and method in (_ALLOCATE, _REFRESH):
             attrs.append(self._software)
@@ -569,6 +591,10 @@ class TurnServer:
         self._push(expires_at, alloc)
         self.counters["allocations_created"] += 1
         self.counters["allocations_active"] = len(self.allocations)
+        effects.append(Event("allocation-created", {
+            **_who(alloc), "relays": [_endpoint(r.address) for r in relays.values()],
+            "lifetime_s": int(lifetime),
+        }))  # fmt: skip
         # One XOR-RELAYED-ADDRESS per relay, IPv4 first.
         attrs: list[tuple[int, Any]] = [
             (Attr.XOR_RELAYED_ADDRESS, r.public)
@@ -608,12 +634,13 @@ class TurnServer:
             if alloc.relays:
                 alloc.purge(now)
             else:
-                self._remove(alloc, effects, "allocations_deleted")
+                self._remove(alloc, effects, "allocations_deleted", now)
             return [(Attr.LIFETIME, 0)]
         lifetime = self._lifetime(requested)
         for relay in targets:
             relay.expires_at = now + lifetime
         self._schedule(alloc)
+        effects.append(Event("allocation-refreshed", {**_who(alloc), "lifetime_s": int(lifetime)}))
         return [(Attr.LIFETIME, int(lifetime))]
 
     # CreatePermission (RFC 8656 §10.2) ---------------------------------------------------
@@ -642,9 +669,12 @@ class TurnServer:
         if len(alloc.permissions) + new > s.max_permissions:
             raise InsufficientCapacity("Too many permissions")
         until = now + s.permission_lifetime
+        added = [ip for ip in ips if ip not in alloc.permissions]
         for ip in ips:
             alloc.permissions[ip] = until
         self._schedule(alloc)
+        if added:
+            effects.append(Event("permission-created", {**_who(alloc), "peers": added}))
         return []
 
     # ChannelBind (RFC 8656 §12.2) --------------------------------------------------------
@@ -685,6 +715,10 @@ class TurnServer:
         alloc.bind_channel(number, peer, relay, now + s.channel_lifetime)
         alloc.permissions[peer[0]] = now + s.permission_lifetime
         self._schedule(alloc)
+        if channel is None:
+            effects.append(Event("channel-bound", {
+                **_who(alloc), "channel": number, "peer": _endpoint(peer),
+            }))  # fmt: skip
         return []
 
     # Send indication (RFC 8656 §11.2) ----------------------------------------------------
@@ -825,7 +859,7 @@ class TurnServer:
         effects: list[Effect] = []
         alloc = self.allocations.get(five_tuple)
         if alloc is not None:
-            self._remove(alloc, effects, "allocations_closed")
+            self._remove(alloc, effects, "allocations_closed", now)
         return effects
 
     def _push(self, when: float, item: Allocation | Reservation) -> None:
@@ -863,7 +897,7 @@ class TurnServer:
         for relay in [r for r in alloc.relays.values() if r.expires_at <= now]:
             self._close_relay(alloc, relay, effects)
         if not alloc.relays:
-            self._remove(alloc, effects, "allocations_expired")
+            self._remove(alloc, effects, "allocations_expired", now)
             return
         alloc.purge(now)
         alloc.wake_at = _INF
@@ -874,7 +908,7 @@ class TurnServer:
         self._by_relay.pop(relay.address, None)
         self.ports.close(relay.address)
 
-    def _remove(self, alloc: Allocation, effects: list[Effect], reason: str) -> None:
+    def _remove(self, alloc: Allocation, effects: list[Effect], reason: str, now: float) -> None:
         for relay in list(alloc.relays.values()):
             self._close_relay(alloc, relay, effects)
         del self.allocations[alloc.five_tuple]
@@ -887,6 +921,13 @@ class TurnServer:
         totals[3] += alloc.to_client_bytes
         self.counters[reason] += 1
         self.counters["allocations_active"] = len(self.allocations)
+        effects.append(Event("allocation-ended", {
+            **_who(alloc), "reason": reason.removeprefix("allocations_"),
+            "duration_s": round(now - alloc.created_at, 3),
+            "to_peer_packets": alloc.to_peer_packets, "to_peer_bytes": alloc.to_peer_bytes,
+            "to_client_packets": alloc.to_client_packets,
+            "to_client_bytes": alloc.to_client_bytes,
+        }))  # fmt: skip
 
     def _uncount(self, username: str) -> None:
         count = self._per_user.get(username, 0) - 1

@@ -18,8 +18,9 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from ..core.effects import Address, Effect, FiveTuple, SendToClient
+from ..core.effects import Address, Effect, Event, FiveTuple, SendToClient
 from ..core.server import Server
+from ..logs import log_event
 from ..metrics import Metrics
 
 if TYPE_CHECKING:
@@ -57,6 +58,8 @@ class Shell:
         for effect in effects:
             if type(effect) is SendToClient:
                 self.send_to_client(effect.five_tuple, effect.data)
+            elif type(effect) is Event:
+                log_event(effect.name, effect.fields)
             else:  # SendToPeer, a plain (route, data) tuple
                 route, data = effect
                 sock = self.relays.sockets.get(route.relay)

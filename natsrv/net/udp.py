@@ -16,7 +16,7 @@ from collections.abc import MutableMapping
 
 import trio
 
-from ..core.effects import SendToClient
+from ..core.effects import Event, SendToClient
 from .shell import Shell
 
 log = logging.getLogger("natsrv.udp")
@@ -95,6 +95,9 @@ async def serve_udp(sock: socket.socket, shell: Shell) -> None:
                             counters["udp_send_errors"] += 1
                     else:
                         apply((effect,))
+                    continue
+                if type(effect) is Event:
+                    apply((effect,))
                     continue
                 route, payload = effect  # SendToPeer: a plain (route, data) tuple
                 relay = relay_sockets.get(route[0])

@@ -172,3 +172,9 @@ PASSWORD_ALGORITHM_SHA256 = 0x0002
 #: REQUESTED-TRANSPORT protocol numbers (RFC 8656 §18.8, RFC 6062).
 TRANSPORT_UDP = 17
 TRANSPORT_TCP = 6
+
+
+def method_name(method: int) -> str:
+    """``binding``, ``allocate``, ``create_permission``, ...; ``0x00d`` for others."""
+    name = Method.name_of(method)
+    return name.lower() if name else f"0x{method:03x}"

@@ -3,6 +3,7 @@ counts, and draining (sans-IO)."""
 
 from __future__ import annotations
 
+from natsrv.core.effects import Event
 from natsrv.stun import Attr, MessageClass, Method
 
 from .turn_helpers import (
@@ -13,6 +14,7 @@ from .turn_helpers import (
     RELAY_IP,
     Client,
     error_code,
+    events,
     five_tuple,
     make_server,
 )
@@ -81,3 +83,44 @@ def test_draining_with_an_alternate_server_answers_300() -> None:
     answer, _ = Client(server, five_tuple(1)).allocate()
     assert error_code(answer) == 300
     assert answer.get(Attr.ALTERNATE_SERVER) == alternate
+
+
+def test_lifecycle_and_refusals_are_events_without_secrets() -> None:
+    server, _ = make_server(user_quota=1)
+    client = Client(server)
+    _, effects = client.allocate()
+    created = [e for e in effects if isinstance(e, Event)]
+    assert [e.name for e in created] == ["allocation-created"]
+    assert created[0].fields["username"] == "alice" and created[0].fields["lifetime_s"] == 600
+    _, effects = client.request(Method.CREATE_PERMISSION, [(Attr.XOR_PEER_ADDRESS, PEER)])
+    assert events(effects) == ["permission-created"]
+    _, effects = client.request(Method.CREATE_PERMISSION, [(Attr.XOR_PEER_ADDRESS, PEER)])
+    assert events(effects) == []  # a refresh of the same permission is not news
+    _, effects = client.request(Method.CHANNEL_BIND, [(Attr.CHANNEL_NUMBER, 0x4003),
+                                                     (Attr.XOR_PEER_ADDRESS, PEER)])
+    assert events(effects) == ["channel-bound"]
+    _, effects = client.refresh(900)
+    assert events(effects) == ["allocation-refreshed"]
+    # A refused request of an authenticated user is logged with its code (486 here).
+    _, effects = Client(server, five_tuple(1)).allocate()
+    [refused] = [e for e in effects if isinstance(e, Event)]
+    assert refused.name == "request-refused" and refused.fields["code"] == 486
+    # A failed password: logged, with the username but nothing secret.
+    _, effects = Client(server, five_tuple(2), "alice", "guess").allocate()
+    [failed] = [e for e in effects if isinstance(e, Event)]
+    assert failed.name == "auth-failed" and failed.fields["reason"] == "bad-integrity"
+    text = repr(failed.fields) + repr(refused.fields) + repr(created[0].fields)
+    assert "secret" not in text and "guess" not in text
+    _, effects = client.refresh(0, NOW + 30)
+    [ended] = [e for e in effects if isinstance(e, Event)]
+    assert ended.name == "allocation-ended" and ended.fields["reason"] == "deleted"
+    assert ended.fields["duration_s"] == 30.0
+
+
+def test_failure_events_are_bounded_in_rate() -> None:
+    server, _ = make_server()
+    logged = 0
+    for i in range(500):  # a password-guessing run within one second
+        _, effects = Client(server, five_tuple(i), "alice", f"guess{i}").allocate(now=NOW + i / 500)
+        logged += len(events(effects))
+    assert 50 <= logged <= 70  # the burst, then 20 a second

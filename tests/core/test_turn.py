@@ -39,6 +39,7 @@ from .turn_helpers import (
     Client,
     FakeOpener,
     error_code,
+    events,
     five_tuple,
     make_server,
     only_response,
@@ -74,8 +75,9 @@ def test_allocate_after_401_challenge() -> None:
     assert answer.get(Attr.SOFTWARE) == "natsrv-test"
     assert Attr.FINGERPRINT in answer
     # The relay (the private address) is bound before the client hears of it.
-    assert len(effects) == 1
-    assert isinstance(effects[0], SendToClient) and effects[0].five_tuple == FT
+    assert events(effects) == ["allocation-created"]
+    [answer_effect] = [e for e in effects if isinstance(e, SendToClient)]
+    assert answer_effect.five_tuple == FT
     assert opener.bound == {(RELAY_IP, port)}
     assert server.counters["allocations_created"] == 1
     assert server.counters["allocations_active"] == 1
@@ -216,7 +218,7 @@ def test_allocation_expires_at_its_lifetime() -> None:
     relay = (RELAY_IP, relay_of(answer)[1])
     assert server.next_deadline() == NOW + 600
     assert server.expire(NOW + 599.9) == []
-    assert server.expire(NOW + 600) == []
+    assert events(server.expire(NOW + 600)) == ["allocation-ended"]
     assert opener.closed == [relay] and opener.bound == set() and server.allocations == {}
     assert server.counters["allocations_expired"] == 1
     assert server.next_deadline() is None
@@ -233,7 +235,7 @@ def test_refresh_moves_expiry_both_ways() -> None:
     assert server.expire(NOW + 700) == []
     assert server.next_deadline() == NOW + 1700
     assert opener.bound != set()
-    assert server.expire(NOW + 1700) == []
+    assert events(server.expire(NOW + 1700)) == ["allocation-ended"]
     assert opener.bound == set()
 
 
@@ -266,7 +268,7 @@ def test_tcp_connection_close_ends_its_allocation() -> None:
     assert opener.bound == {relay}
     assert server.connection_closed(five_tuple(2, "tcp"), NOW) == []
     assert opener.bound == {relay}
-    assert server.connection_closed(tcp, NOW) == []
+    assert events(server.connection_closed(tcp, NOW)) == ["allocation-ended"]
     assert opener.closed == [relay]
     assert server.allocations == {} and opener.bound == set()
     assert server.counters["allocations_closed"] == 1
@@ -516,7 +518,7 @@ def test_dual_allocation() -> None:
     assert client.send(PEER6, b"6") == []
     # The v4 relay lives on to its own expiry.
     assert server.expire(NOW + 1199) == []
-    assert server.expire(NOW + 1200) == []
+    assert events(server.expire(NOW + 1200)) == ["allocation-ended"]
     assert opener.closed == [v6_relay, v4_relay]
     assert server.allocations == {}
 

@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from natsrv.core.credentials import MD5, SHA256, CredentialStore, StaticUsers, password_key
-from natsrv.core.effects import Address, Effect, FiveTuple, SendToClient
+from natsrv.core.effects import Address, Effect, Event, FiveTuple, SendToClient
 from natsrv.core.nonce import NonceFactory
 from natsrv.core.policy import PeerPolicy
 from natsrv.core.turn import TurnServer, TurnSettings
@@ -94,6 +94,11 @@ def make_server(
         opener=opener,
     )
     return server, opener
+
+
+def events(effects: list[Effect]) -> list[str]:
+    """The names of the Event effects, in order."""
+    return [e.name for e in effects if isinstance(e, Event)]
 
 
 def responses(effects: list[Effect]) -> list[Message]:
