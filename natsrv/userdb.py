@@ -1,0 +1,196 @@
+"""The user database: long-term keys in SQLite, never passwords.
+
+One table, ``users(name, realm, md5_key, sha256_key)``: the RFC 8489 §9.2.2 keys
+MD5 and SHA-256 of ``name ":" realm ":" password``. The server reads it through
+:class:`UserDatabase`, a ``CredentialStore`` (``natsrv.core.credentials``) with a small
+cache that is emptied whenever another connection has written to the database
+(``PRAGMA data_version``), so a user added, changed or deleted with ``natsrv user``
+counts from the next request on: no signal, no restart. The database runs in WAL mode,
+so the CLI writing never blocks the server reading.
+
+The server's connection is read-only (``mode=ro``); the functions below that change
+users (:func:`add_user`, :func:`set_password`, :func:`delete_user`) open their own.
+Errors are :class:`UserDbError` with one line for the operator.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from .core.credentials import MD5, SHA256, password_key
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS users (
+    name TEXT NOT NULL,
+    realm TEXT NOT NULL,
+    md5_key BLOB NOT NULL,
+    sha256_key BLOB NOT NULL,
+    PRIMARY KEY (name, realm)
+) WITHOUT ROWID
+"""
+#: Keys remembered between changes of the database (users actually asked for).
+CACHE_SIZE = 4096
+
+
+class UserDbError(Exception):
+    """A user-database operation failed; ``str()`` is one line for the operator."""
+
+
+def _connect(path: str | Path, *, write: bool) -> sqlite3.Connection:
+    target = Path(path)
+    if not write and not target.is_file():
+        raise UserDbError(f"user-db: no such database: {target}")
+    uri = f"file:{target.resolve()}?mode={'rwc' if write else 'ro'}"
+    try:
+        conn = sqlite3.connect(uri, uri=True, timeout=5.0, isolation_level=None,
+                               check_same_thread=False)  # fmt: skip
+        if write:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(_SCHEMA)
+        else:
+            conn.execute("SELECT 1 FROM users LIMIT 1").fetchall()
+    except sqlite3.Error as exc:
+        raise UserDbError(f"user-db: cannot open {target}: {exc}") from None
+    return conn
+
+
+class UserDatabase:
+    """A ``CredentialStore`` over the database at ``path`` (read-only)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._conn = _connect(self.path, write=False)
+        self._version = -1
+        self._cache: dict[tuple[str, str], tuple[bytes, bytes] | None] = {}
+
+    def __repr__(self) -> str:
+        return f"UserDatabase({str(self.path)!r})"
+
+    def close(self) -> None:
+        self._conn.close()
+
+    @property
+    def algorithms(self) -> frozenset[int]:
+        return frozenset({MD5, SHA256})
+
+    def _keys(self, username: str, realm: str) -> tuple[bytes, bytes] | None:
+        try:
+            version = self._conn.execute("PRAGMA data_version").fetchone()[0]
+            if version != self._version:
+                self._cache.clear()  # someone wrote: forget what we knew
+                self._version = version
+            key = (username, realm)
+            if key in self._cache:
+                return self._cache[key]
+            row = self._conn.execute(
+                "SELECT md5_key, sha256_key FROM users WHERE name = ? AND realm = ?", key
+            ).fetchone()
+        except (sqlite3.Error, UnicodeEncodeError):
+            return None  # a database being replaced, or a name SQLite cannot hold
+        keys = (bytes(row[0]), bytes(row[1])) if row is not None else None
+        if len(self._cache) >= CACHE_SIZE:
+            self._cache.clear()
+        self._cache[key] = keys
+        return keys
+
+    def key_for(self, username: str, realm: str, now: float, algorithm: int = MD5) -> bytes | None:
+        keys = self._keys(username, realm)
+        if keys is None:
+            return None
+        if algorithm == MD5:
+            return keys[0]
+        if algorithm == SHA256:
+            return keys[1]
+        return None
+
+    def keys_for(
+        self, username: str, realm: str, now: float, algorithm: int = MD5
+    ) -> tuple[bytes, ...]:
+        key = self.key_for(username, realm, now, algorithm)
+        return () if key is None else (key,)
+
+
+def _keys(name: str, realm: str, password: str) -> tuple[bytes, bytes]:
+    md5 = password_key(name, realm, password, MD5)
+    sha256 = password_key(name, realm, password, SHA256)
+    if md5 is None or sha256 is None:
+        raise UserDbError("user: the name, realm or password cannot be encoded as UTF-8")
+    return md5, sha256
+
+
+def _check(name: str, realm: str, password: str | None = None) -> None:
+    if not name or ":" in name:
+        raise UserDbError("user: a name must be non-empty and contain no ':'")
+    if not realm:
+        raise UserDbError("user: the realm must not be empty")
+    if password is not None and not password:
+        raise UserDbError("user: the password must not be empty")
+
+
+def add_user(path: str | Path, name: str, realm: str, password: str) -> None:
+    _check(name, realm, password)
+    md5, sha256 = _keys(name, realm, password)
+    conn = _connect(path, write=True)
+    try:
+        conn.execute("INSERT INTO users VALUES (?, ?, ?, ?)", (name, realm, md5, sha256))
+    except sqlite3.IntegrityError:
+        raise UserDbError(f"user: {name!r} already exists in realm {realm!r}") from None
+    except sqlite3.Error as exc:
+        raise UserDbError(f"user-db: cannot write {path}: {exc}") from None
+    finally:
+        conn.close()
+
+
+def set_password(path: str | Path, name: str, realm: str, password: str) -> None:
+    _check(name, realm, password)
+    md5, sha256 = _keys(name, realm, password)
+    conn = _connect(path, write=True)
+    try:
+        changed = conn.execute(
+            "UPDATE users SET md5_key = ?, sha256_key = ? WHERE name = ? AND realm = ?",
+            (md5, sha256, name, realm),
+        ).rowcount
+    except sqlite3.Error as exc:
+        raise UserDbError(f"user-db: cannot write {path}: {exc}") from None
+    finally:
+        conn.close()
+    if not changed:
+        raise UserDbError(f"user: no user {name!r} in realm {realm!r}")
+
+
+def delete_user(path: str | Path, name: str, realm: str) -> None:
+    _check(name, realm)
+    conn = _connect(path, write=True)
+    try:
+        changed = conn.execute(
+            "DELETE FROM users WHERE name = ? AND realm = ?", (name, realm)
+        ).rowcount
+    except sqlite3.Error as exc:
+        raise UserDbError(f"user-db: cannot write {path}: {exc}") from None
+    finally:
+        conn.close()
+    if not changed:
+        raise UserDbError(f"user: no user {name!r} in realm {realm!r}")
+
+
+def list_users(path: str | Path) -> list[tuple[str, str]]:
+    """``(name, realm)`` of every user, sorted; never a key."""
+    conn = _connect(path, write=False)
+    try:
+        return [(str(n), str(r)) for n, r in
+                conn.execute("SELECT name, realm FROM users ORDER BY realm, name")]  # fmt: skip
+    except sqlite3.Error as exc:
+        raise UserDbError(f"user-db: cannot read {path}: {exc}") from None
+    finally:
+        conn.close()
+
+
+__all__ = [
+    "UserDatabase",
+    "UserDbError",
+    "add_user",
+    "delete_user",
+    "list_users",
+    "set_password",
+]
