@@ -142,14 +142,21 @@ def _secret_bytes(secret: str | bytes) -> bytes:
     return data
 
 
-def rest_password(secret: str | bytes, username: str) -> str | None:
-    """TURN REST password: base64(HMAC-SHA1(secret, username)); None if the username
-    cannot be encoded."""
+#: HMACs a REST password may be made with: SHA-1 (what applications send today, as
+#: coturn's ``use-auth-secret``) or SHA-256 (as eturnal and pion offer).
+REST_DIGESTS = ("sha1", "sha256")
+
+
+def rest_password(secret: str | bytes, username: str, digest: str = "sha1") -> str | None:
+    """TURN REST password: base64(HMAC-<digest>(secret, username)); None if the
+    username cannot be encoded."""
+    if digest not in REST_DIGESTS:
+        raise ValueError(f"unknown REST digest {digest!r}")
     data = _utf8(username)
     if data is None:
         return None
-    digest = hmac.new(_secret_bytes(secret), data, hashlib.sha1).digest()
-    return base64.b64encode(digest).decode("ascii")
+    mac = hmac.new(_secret_bytes(secret), data, digest).digest()
+    return base64.b64encode(mac).decode("ascii")
 
 
 def rest_expiry_untrusted(username: str) -> int | None:
@@ -165,7 +172,7 @@ def rest_expiry_untrusted(username: str) -> int | None:
 
 
 def rest_credentials(
-    secret: str | bytes, user: str | None, ttl: float, now: float
+    secret: str | bytes, user: str | None, ttl: float, now: float, digest: str = "sha1"
 ) -> tuple[str, str]:
     """A TURN REST (username, password) valid for ``ttl`` seconds from ``now`` (unix
     time): username ``EXPIRY`` or ``EXPIRY:USER``, EXPIRY = floor(now + ttl)."""
@@ -173,7 +180,7 @@ def rest_credentials(
         raise ValueError("ttl must be a positive number of seconds")
     expiry = int(now + ttl)
     username = f"{expiry}:{user}" if user else str(expiry)
-    password = rest_password(secret, username)
+    password = rest_password(secret, username, digest)
     if password is None:
         raise ValueError("the user name cannot be encoded as UTF-8")
     return username, password
@@ -186,9 +193,10 @@ class RestSecret:
     ``max_ttl``, if set, also refuses usernames expiring more than that many seconds
     after ``now``, so a web service minting year-long credentials is caught.
     ``previous`` holds secrets being rotated out; ``key_for`` uses only ``secret``.
+    ``digest`` is the HMAC of the passwords (``sha1`` or ``sha256``).
     """
 
-    __slots__ = ("_secrets", "max_ttl")
+    __slots__ = ("_secrets", "digest", "max_ttl")
 
     def __init__(
         self,
@@ -196,11 +204,15 @@ class RestSecret:
         *,
         previous: Sequence[str | bytes] = (),
         max_ttl: float | None = None,
+        digest: str = "sha1",
     ) -> None:
         self._secrets: tuple[bytes, ...] = tuple(_secret_bytes(s) for s in (secret, *previous))
         if max_ttl is not None and not max_ttl > 0:
             raise ValueError("max_ttl must be a positive number of seconds")
+        if digest not in REST_DIGESTS:
+            raise ValueError(f"unknown REST digest {digest!r}")
         self.max_ttl = max_ttl
+        self.digest = digest
 
     def __repr__(self) -> str:
         return f"RestSecret(<{len(self._secrets)} secrets>, max_ttl={self.max_ttl!r})"
@@ -235,7 +247,7 @@ class RestSecret:
             return ()
         keys = []
         for secret in secrets:
-            password = rest_password(secret, username)
+            password = rest_password(secret, username, self.digest)
             key = None if password is None else password_key(username, realm, password, algorithm)
             if key is not None:
                 keys.append(key)

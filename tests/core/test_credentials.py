@@ -258,3 +258,21 @@ def test_rest_credentials_round_trip(now: int, user: str, ttl: int) -> None:
     assert rest_password("logen", username) == password
     assert store.key_for(username, "r", float(now)) == password_key(username, "r", password)
     assert store.key_for(username, "r", float(now + ttl) + 1) is None
+
+
+def test_rest_secret_with_sha256_and_rotation() -> None:
+    make = rest_credentials
+    now = 1_700_000_000.0
+    user, password = make("new", "alice", 600, now, "sha256")
+    expected = base64.b64encode(hmac.new(b"new", user.encode(), hashlib.sha256).digest()).decode()
+    assert password == expected
+    store = RestSecret("new", previous=["old"], digest="sha256")
+    assert store.key_for(user, "r", now) == password_key(user, "r", password)
+    # A password made with the old secret still verifies during the rotation.
+    old_user, old_password = make("old", "bob", 600, now, "sha256")
+    assert password_key(old_user, "r", old_password) in store.keys_for(old_user, "r", now)
+    # SHA-1 passwords are not SHA-256 ones.
+    sha1_user, sha1_password = make("new", "carol", 600, now)
+    assert password_key(sha1_user, "r", sha1_password) not in store.keys_for(sha1_user, "r", now)
+    with pytest.raises(ValueError):
+        RestSecret("s", digest="md5")
