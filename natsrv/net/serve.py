@@ -31,6 +31,7 @@ from ..metrics import Collector, Metrics
 from ..stun.attributes import SecurityFeature
 from .admin import AdminRoutes, serve_admin
 from .relay import RelaySockets, read_relays
+from .sdnotify import notify
 from .shell import Shell
 from .tcp import StreamSlots, serve_stream
 from .udp import bind_udp, local_address, serve_udp
@@ -76,6 +77,7 @@ class ServerInfo:
 
 async def _watch_drain(info: ServerInfo) -> None:
     await info._drain_requested.wait()
+    notify("STOPPING=1")
     log.info("draining: new allocations are refused")
     turn = info.server.turn if info.server is not None else None
     while turn is not None and turn.allocations:
@@ -273,6 +275,7 @@ async def serve(
                          config.realm, ", ".join(turn.settings.relay_ips),
                          *config.relay_ports)  # fmt: skip
             task_status.started(info)
+            notify("READY=1")
     finally:
         for admin in admin_listeners:
             admin.socket.close()

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import ipaddress
 import json
+from pathlib import Path
 
+import pytest
 import trio
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -164,3 +166,19 @@ async def test_drain_refuses_new_allocations_and_waits_for_the_old(nursery: trio
         await info.drained.wait()
     for sock in (client.sock, peer, newcomer.sock):
         sock.close()
+
+
+async def test_systemd_hears_ready_and_stopping(
+    nursery: trio.Nursery, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    listener = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_DGRAM)
+    path = str(tmp_path / "notify")
+    await listener.bind(path)
+    monkeypatch.setenv("NOTIFY_SOCKET", path)
+    info: ServerInfo = await nursery.start(serve, config())
+    with trio.fail_after(2):
+        assert await listener.recv(100) == b"READY=1"
+    info.drain()
+    with trio.fail_after(2):
+        assert await listener.recv(100) == b"STOPPING=1"
+    listener.close()
