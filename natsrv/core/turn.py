@@ -42,7 +42,7 @@ import itertools
 import math
 from collections import Counter
 from collections.abc import Callable, MutableMapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ..stun.attributes import AddressErrorCode, ErrorCodeValue
@@ -211,8 +211,7 @@ class TurnServer:
         counters: MutableMapping[str, int] | None = None,
     ) -> None:
         self.settings = settings
-        self.auth = Authenticator(settings.realm, credentials, nonces)
-        self.policy = policy
+        self.nonces = nonces
         low, high = settings.relay_ports
         self.ports = RelayPorts(opener, low, high, settings.max_bind_attempts)
         self.limiter = ChallengeLimiter(
@@ -241,23 +240,53 @@ class TurnServer:
         self._per_user: dict[str, int] = {}
         self._heap: list[tuple[float, int, Allocation | Reservation]] = []
         self._seq = itertools.count()
-        self._peer_ok: dict[Address, bool] = {}
         self._relay_ips: dict[int, str] = {family_of(ip): ip for ip in settings.relay_ips}
         self._public_ips: dict[int, str] = {
             fam: self._advertised_ip(ip) for fam, ip in self._relay_ips.items()
         }
-        self._rate = float(settings.bandwidth)
-        self._burst = float(
-            settings.bandwidth_burst
-            if settings.bandwidth_burst is not None
-            else max(settings.bandwidth, 65536)
-        )
         self._handlers: dict[int, _Handler] = {
             Method.ALLOCATE: self._allocate,
             Method.REFRESH: self._refresh,
             Method.CREATE_PERMISSION: self._create_permission,
             Method.CHANNEL_BIND: self._channel_bind,
         }
+        self._apply(settings, credentials, policy)
+
+    #: Settings bound to sockets and ports: a change needs a restart.
+    RESTART_SETTINGS = ("relay_ips", "relay_ports", "external_ip", "max_bind_attempts")
+
+    def reconfigure(
+        self, settings: TurnSettings, *, credentials: CredentialStore, policy: PeerPolicy
+    ) -> list[str]:
+        """Apply new settings, credential sources and peer policy now (SIGHUP): realm,
+        lifetimes, quotas, rates, bandwidth, alternates, secrets and users, peer rules.
+        Live allocations keep relaying; what they already have stays. Returns the names
+        of changed settings that need a restart (kept as they were)."""
+        restart = [name for name in self.RESTART_SETTINGS
+                   if getattr(settings, name) != getattr(self.settings, name)]  # fmt: skip
+        if restart:
+            settings = replace(settings, **{n: getattr(self.settings, n) for n in restart})
+        self.settings = settings
+        limiter = self.limiter
+        limiter.rate, limiter.burst = settings.unauth_rate, max(1.0, settings.unauth_rate)
+        limiter.global_rate = settings.unauth_global_rate
+        limiter.global_burst = max(1.0, settings.unauth_global_rate)
+        self._apply(settings, credentials, policy)
+        return restart
+
+    def _apply(
+        self, settings: TurnSettings, credentials: CredentialStore, policy: PeerPolicy
+    ) -> None:
+        """Everything derived from the settings that may change while running."""
+        self.auth = Authenticator(settings.realm, credentials, self.nonces)
+        self.policy = policy
+        self._peer_ok: dict[Address, bool] = {}
+        self._rate = float(settings.bandwidth)
+        self._burst = float(
+            settings.bandwidth_burst
+            if settings.bandwidth_burst is not None
+            else max(settings.bandwidth, 65536)
+        )
         # The 401 every new client gets first (RFC 8489 §9.2.4), prepared: ERROR-CODE
         # and REALM before the per-client NONCE, PASSWORD-ALGORITHMS after.
         after: list[tuple[int, Any]] = []

@@ -3,6 +3,8 @@ counts, and draining (sans-IO)."""
 
 from __future__ import annotations
 
+import ipaddress
+
 from natsrv.core.effects import Event
 from natsrv.stun import Attr, MessageClass, Method
 
@@ -124,3 +126,36 @@ def test_failure_events_are_bounded_in_rate() -> None:
         _, effects = Client(server, five_tuple(i), "alice", f"guess{i}").allocate(now=NOW + i / 500)
         logged += len(events(effects))
     assert 50 <= logged <= 70  # the burst, then 20 a second
+
+
+def test_reconfigure_swaps_policy_quota_realm_and_secrets_live() -> None:
+    from dataclasses import replace
+
+    from natsrv.core.credentials import StaticUsers
+    from natsrv.core.policy import PeerPolicy
+
+    server, _ = make_server()
+    client = Client(server)
+    client.allocate()
+    client.bind(0x4001, PEER)
+    other_peer = ("5.6.7.8", 6000)
+    restart = server.reconfigure(
+        replace(server.settings, user_quota=1, relay_ports=(40000, 40010)),
+        credentials=StaticUsers({"alice": "secret", "zoe": "zzz"}),
+        policy=PeerPolicy(deny=[ipaddress.ip_network("5.6.7.0/24")]),
+    )
+    assert restart == ["relay_ports"]  # bound to sockets: kept until a restart
+    assert server.settings.relay_ports == (50000, 50099)
+    # The existing allocation keeps relaying; the new rule refuses the new peer.
+    assert server.channel_to_peer(FT, 0x4001, 10, NOW) is not None
+    assert error_code(client.permit(other_peer)) == 403
+    # The new quota and the new user apply from the next request on.
+    answer, _ = Client(server, five_tuple(1)).allocate()
+    assert error_code(answer) == 486
+    answer, _ = Client(server, five_tuple(2), "zoe", "zzz").allocate()
+    assert answer.cls == MessageClass.SUCCESS
+    # A new realm: the next challenge names it.
+    server.reconfigure(replace(server.settings, realm="new.example"),
+                       credentials=StaticUsers({"alice": "secret"}), policy=PeerPolicy())
+    fresh = Client(server, five_tuple(3))
+    assert fresh.challenge().get(Attr.REALM) == "new.example"
