@@ -57,6 +57,7 @@ class ServerInfo:
     #: Set once draining has started and no allocation is left.
     drained: trio.Event = field(default_factory=trio.Event)
     _drain_requested: trio.Event = field(default_factory=trio.Event)
+    _reload: Callable[[Config], list[str]] | None = None
 
     @property
     def primary(self) -> Address:
@@ -65,6 +66,16 @@ class ServerInfo:
     @property
     def draining(self) -> bool:
         return self._drain_requested.is_set()
+
+    def reload(self, config: Config) -> list[str]:
+        """Apply what can change live from a new, validated ``config`` (peer policy,
+        quotas, lifetimes, rates, REST secrets and users, realm, log level, the TLS
+        certificate for new connections); return the keys that changed but need a
+        restart. A certificate that does not load raises ``ssl.SSLError`` or
+        ``OSError`` and changes nothing."""
+        if self._reload is None:
+            raise RuntimeError("the server is not running")
+        return self._reload(config)
 
     def drain(self) -> None:
         """Refuse new allocations (300 with ALTERNATE-SERVER when configured, else 508)
@@ -148,32 +159,55 @@ def turn_settings(config: Config) -> TurnSettings:
     )
 
 
+def credential_store(config: Config) -> CredentialStore:
+    """The credential sources the configuration names, in order."""
+    stores: list[CredentialStore] = []
+    if config.users:
+        stores.append(StaticUsers(dict(config.users)))
+    if config.auth_secret is not None:
+        stores.append(RestSecret(config.auth_secret))
+    return stores[0] if len(stores) == 1 else ChainedStore(*stores)
+
+
+def peer_policy(config: Config, listening: list[Address]) -> PeerPolicy:
+    """The peer policy: the operator's ranges, and never the server's own endpoints
+    (``listening``, port 0 resolved, and the same ports on the external IP)."""
+    own: list[str | Address] = list(dict.fromkeys(listening))
+    if config.external_ip is not None:
+        own += [(config.external_ip[0], port) for port in {port for _, port in listening}]
+    return PeerPolicy(allow=config.allow_peer, deny=config.deny_peer, own_addresses=own)
+
+
 def make_turn(
     config: Config,
     relays: RelaySockets,
     counters: Counter[str],
     listening: list[Address],
 ) -> TurnServer:
-    """The TURN core with its credential sources, nonces and peer policy. ``listening``
-    are the endpoints the server really bound (port 0 resolved): peers there are
-    refused, as are the same ports on the external IP."""
-    stores: list[CredentialStore] = []
-    if config.users:
-        stores.append(StaticUsers(dict(config.users)))
-    if config.auth_secret is not None:
-        stores.append(RestSecret(config.auth_secret))
-    credentials = stores[0] if len(stores) == 1 else ChainedStore(*stores)
-    own: list[str | Address] = list(dict.fromkeys(listening))
-    if config.external_ip is not None:
-        own += [(config.external_ip[0], port) for port in {port for _, port in listening}]
-    policy = PeerPolicy(allow=config.allow_peer, deny=config.deny_peer, own_addresses=own)
+    """The TURN core with its credential sources, nonces and peer policy."""
     # PASSWORD-ALGORITHMS (RFC 8489 §9.2.4) only when asked for: the nonce cookie and
     # the attribute make every 401 longer, and browsers use MD5 keys anyway.
     features = SecurityFeature.PASSWORD_ALGORITHMS if config.password_algorithms else None
     nonces = NonceFactory(secrets.token_bytes(32), config.nonce_lifetime,
                           security_features=features)  # fmt: skip
-    return TurnServer(turn_settings(config), credentials=credentials, nonces=nonces,
-                      policy=policy, opener=relays, counters=counters)  # fmt: skip
+    return TurnServer(turn_settings(config), credentials=credential_store(config),
+                      nonces=nonces, policy=peer_policy(config, listening), opener=relays,
+                      counters=counters)  # fmt: skip
+
+
+#: Settings that only a restart changes (sockets, listeners, their options).
+RESTART_KEYS = (
+    "listen", "alt_ip", "alt_port", "udp", "tcp", "tls_port", "metrics_listen",
+    "relay_ip", "relay_ports", "external_ip", "mapped_address", "software",
+    "password_algorithms", "max_message_size", "tcp_max_connections", "tcp_max_per_source",
+)  # fmt: skip
+
+
+class TlsContext:
+    """The TLS context new connections get; replaced on reload (open ones keep theirs)."""
+
+    def __init__(self, context: ssl.SSLContext | None) -> None:
+        self.current = context
 
 
 async def serve(
@@ -215,6 +249,7 @@ async def serve(
         raise OSError(exc.errno, f"cannot bind: {exc.strerror}") from None
 
     ssl_context = make_ssl_context(config) if config.tls_enabled else None
+    tls = TlsContext(ssl_context)
     stream_listeners: list[tuple[trio.SocketListener, ssl.SSLContext | None]] = []
     admin_listeners: list[trio.SocketListener] = []
     try:
@@ -238,6 +273,25 @@ async def serve(
         server = Server(bindings, turn, counters=metrics.counters, software=config.software)
         shell = Shell(server, relays, metrics, clock)
         info.server = server
+        current = [config]
+
+        def reload(new: Config) -> list[str]:
+            old = current[0]
+            context = make_ssl_context(new) if new.tls_enabled else None  # may raise
+            if turn is not None and new.turn_enabled:
+                restart = turn.reconfigure(turn_settings(new), credentials=credential_store(new),
+                                           policy=peer_policy(new, list(bindings)))  # fmt: skip
+            else:
+                restart = ["users/auth-secret"] if new.turn_enabled != old.turn_enabled else []
+            if context is not None and tls.current is not None:
+                tls.current = context
+            logging.getLogger().setLevel(new.log_level.upper())
+            keys = [k for k in RESTART_KEYS if getattr(new, k) != getattr(old, k)]
+            keys += [k.replace("relay_ips", "relay_ip") for k in restart if k not in keys]
+            current[0] = new
+            return sorted(set(keys))
+
+        info._reload = reload
         slots = StreamSlots(config.tcp_max_connections, config.tcp_max_per_source,
                             server.holds_allocation, metrics.counters)  # fmt: skip
         if config.metrics_listen is not None:
@@ -254,7 +308,7 @@ async def serve(
                          *local_address(listener.socket))  # fmt: skip
                 nursery.start_soon(partial(
                     serve_stream, listener, shell, slots, idle_timeout=config.tcp_idle_timeout,
-                    max_frame=config.max_message_size, ssl_context=ctx,
+                    max_frame=config.max_message_size, tls=tls if ctx else None,
                     first_message_timeout=config.tcp_first_message_timeout,
                     handshake_timeout=config.tls_handshake_timeout,
                 ))  # fmt: skip

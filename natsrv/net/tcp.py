@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import socket
-import ssl
 from collections import OrderedDict
 from collections.abc import Callable, MutableMapping
 from typing import TYPE_CHECKING, Any
@@ -25,6 +24,7 @@ from ..stun.errors import ParseError
 from ..stun.framing import StreamFramer
 
 if TYPE_CHECKING:
+    from .serve import TlsContext
     from .shell import Shell
 
 log = logging.getLogger("natsrv.tcp")
@@ -149,20 +149,22 @@ async def serve_stream(
     *,
     idle_timeout: float,
     max_frame: int,
-    ssl_context: ssl.SSLContext | None = None,
+    tls: TlsContext | None = None,
     first_message_timeout: float = FIRST_MESSAGE_TIMEOUT,
     handshake_timeout: float = TLS_HANDSHAKE_TIMEOUT,
 ) -> None:
     """Accept connections forever; each is served by its own task in a slot of
     ``slots``. A TLS handshake must finish within ``handshake_timeout`` seconds and
-    the first complete message arrive within ``first_message_timeout``; after that a
+    the first complete message arrive within ``first_message_timeout``; ``tls`` holds
+    the certificate new connections get (a reload replaces it). After that a
     connection lives while it sends a message every ``idle_timeout`` seconds. Every
     complete frame goes to ``Server.receive``; the effects go to the shell."""
     gauges = shell.metrics.gauges
     counters = shell.counters
-    kind = "tls" if ssl_context else "tcp"
+    kind = "tls" if tls else "tcp"
 
     async def handle(sock_stream: trio.SocketStream, slot: _Slot, peer: Address) -> None:
+        ssl_context = tls.current if tls is not None else None  # the newest, at accept
         stream: trio.abc.Stream = sock_stream
         try:
             with slot.scope:

@@ -33,15 +33,16 @@ def config(**overrides: object) -> Config:
 class Client:
     """A UDP TURN client with long-term credentials, just enough for these tests."""
 
-    def __init__(self, sock: trio.socket.SocketType, server: tuple[str, int]) -> None:
-        self.sock, self.server, self.nonce = sock, server, None
-        self.key = long_term_key("alice", REALM, "wonderland")
+    def __init__(self, sock: trio.socket.SocketType, server: tuple[str, int],
+                 user: str = "alice", password: str = "wonderland") -> None:  # fmt: skip
+        self.sock, self.server, self.nonce, self.user = sock, server, None, user
+        self.key = long_term_key(user, REALM, password)
 
     async def request(self, method: int, *attrs: tuple[int, object]) -> Message:
         for _ in range(3):
             msg = Message(method, MessageClass.REQUEST, attributes=list(attrs))
             if self.nonce is not None:
-                msg.attributes += [(Attr.USERNAME, "alice"), (Attr.REALM, REALM),
+                msg.attributes += [(Attr.USERNAME, self.user), (Attr.REALM, REALM),
                                    (Attr.NONCE, self.nonce)]  # fmt: skip
             await self.sock.sendto(msg.encode(key=self.key if self.nonce else None,
                                               fingerprint=True), self.server)  # fmt: skip
