@@ -3,6 +3,7 @@ fail in CI (CI=true), where every test must run."""
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import socket
@@ -98,8 +99,40 @@ def stun_config(**overrides: object) -> Config:
     return Config(**base).validate()  # type: ignore[arg-type]
 
 
+def _address_in_use(exc: BaseException) -> bool:
+    if isinstance(exc, BaseExceptionGroup):
+        return all(_address_in_use(e) for e in exc.exceptions)
+    return isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE
+
+
+#: How often ``start_server`` tries a configuration with port 0.
+START_ATTEMPTS = 5
+
+
+async def start_server(nursery: trio.Nursery, config: Config) -> ServerInfo:
+    """``await nursery.start(serve, config)``, tried again when a port-0 bind collided.
+
+    SERVER BUG worked around here: with port 0, ``serve`` lets the kernel pick the UDP
+    port and then binds TCP (and the alternate IP) on the same number without checking
+    that it is free there; a client connection of an earlier test still in TIME_WAIT on
+    that port makes it fail with EADDRINUSE. With fixed ports a collision is a real
+    error and is raised at once.
+    """
+    ports = [port for _, port in config.listen] + [config.alt_port, config.tls_port]
+    attempts = START_ATTEMPTS if 0 in ports else 1
+    for attempt in range(1, attempts + 1):
+        try:
+            info: ServerInfo = await nursery.start(serve, config)
+        except (OSError, BaseExceptionGroup) as exc:
+            if attempt == attempts or not _address_in_use(exc):
+                raise
+        else:
+            return info
+    raise AssertionError("unreachable")
+
+
 @pytest.fixture
 async def stun_server(nursery: trio.Nursery) -> AsyncIterator[ServerInfo]:
     """natsrv in this test's trio run: primary 127.0.0.1, alternate 127.0.0.2."""
-    info = await nursery.start(serve, stun_config())
+    info = await start_server(nursery, stun_config())
     yield info

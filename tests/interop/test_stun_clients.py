@@ -25,7 +25,7 @@ import pytest
 import trio
 
 from natsrv.config import Config
-from natsrv.net.serve import ServerInfo, serve
+from natsrv.net.serve import ServerInfo
 from tests.conftest import (
     ALT_IP,
     PRIMARY_IP,
@@ -33,6 +33,7 @@ from tests.conftest import (
     private_loopback_ip,
     require,
     require_tool,
+    start_server,
     stun_config,
 )
 
@@ -60,7 +61,7 @@ def _endpoints(info: ServerInfo) -> tuple[Address, Address]:
 
 
 async def _start(nursery: trio.Nursery, **overrides: object) -> ServerInfo:
-    return await nursery.start(serve, stun_config(**overrides))
+    return await start_server(nursery, stun_config(**overrides))
 
 
 async def _run_in_thread(fn: Any) -> Any:

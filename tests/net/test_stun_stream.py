@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from natsrv.net.serve import ServerInfo, serve
+from natsrv.net.serve import ServerInfo
 from natsrv.stun import (
     Attr,
     ChangeRequest,
@@ -24,7 +24,7 @@ from natsrv.stun import (
     StreamFramer,
     decode_untrusted,
 )
-from tests.conftest import stun_config
+from tests.conftest import start_server, stun_config
 
 
 async def read_messages(stream: trio.abc.Stream, count: int, timeout: float = 2.0) -> list[Message]:
@@ -66,7 +66,7 @@ async def test_change_request_over_tcp_is_refused(stun_server: ServerInfo) -> No
 
 
 async def test_oversize_frame_closes_the_connection(nursery: trio.Nursery) -> None:
-    info = await nursery.start(serve, stun_config(max_message_size=1000))
+    info = await start_server(nursery, stun_config(max_message_size=1000))
     stream = await trio.open_tcp_stream(*info.tcp[0])
     async with stream:
         await stream.send_all(b"\x00\x01\x04\x00" + bytes(16))  # claims 1024 bytes of body
@@ -79,7 +79,7 @@ async def test_idle_timeout_is_reset_by_keepalives(
 ) -> None:
     # Virtual time (the server's idle timer runs on trio's clock): the 0.4 s pauses and
     # the timeout take no real time, and the close comes exactly when the timer says.
-    info = await nursery.start(serve, stun_config(tcp_idle_timeout=1.0))
+    info = await start_server(nursery, stun_config(tcp_idle_timeout=1.0))
     stream = await trio.open_tcp_stream(*info.tcp[0])
     async with stream:
         # A keepalive every 0.4 s for 2 s: twice the idle timeout, and still served.
@@ -97,7 +97,7 @@ async def test_idle_timeout_is_reset_by_keepalives(
 
 
 async def test_connection_cap(nursery: trio.Nursery) -> None:
-    info = await nursery.start(serve, stun_config(tcp_max_connections=2))
+    info = await start_server(nursery, stun_config(tcp_max_connections=2))
     held = [await trio.open_tcp_stream(*info.tcp[0]) for _ in range(2)]
     try:
         for s in held:  # both are really being served
@@ -152,7 +152,7 @@ def certificate(tmp_path: Path) -> tuple[Path, Path]:
 async def test_binding_over_tls(nursery: trio.Nursery, certificate: tuple[Path, Path]) -> None:
     cert, key = certificate
     config = stun_config(tls_cert=str(cert), tls_key=str(key), tls_port=0)
-    info = await nursery.start(serve, config)
+    info = await start_server(nursery, config)
     assert info.tls[0][0] == info.tcp[0][0] and info.tls[0][1] not in (0, info.tcp[0][1])
     ctx = ssl.create_default_context(cafile=str(cert))
     tcp = await trio.open_tcp_stream(*info.tls[0])

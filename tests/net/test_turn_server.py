@@ -11,10 +11,11 @@ from collections.abc import AsyncIterator
 
 import pytest
 import trio
+import trio.testing
 
 from natsrv.config import Config
 from natsrv.core.credentials import rest_credentials
-from natsrv.net.serve import ServerInfo, serve
+from natsrv.net.serve import ServerInfo
 from natsrv.stun import (
     Attr,
     Message,
@@ -26,7 +27,7 @@ from natsrv.stun import (
     encode_channel_data,
 )
 from natsrv.stun.integrity import long_term_key
-from tests.conftest import PRIMARY_IP, PRIVATE_PORTS, private_loopback_ip
+from tests.conftest import PRIMARY_IP, PRIVATE_PORTS, private_loopback_ip, start_server
 
 Address = tuple[str, int]
 REALM = "natsrv.test"
@@ -53,6 +54,8 @@ class TurnClient:
         self.user, self.password = user, password
         self.nonce: str | None = None
         self.key = long_term_key(user, REALM, password)
+        #: What came while waiting for a reply and was not it (indications, ChannelData).
+        self.unexpected: list[bytes] = []
 
     async def transact(self, msg: Message, *, sign: bool = True) -> Message:
         if sign and self.nonce is not None:
@@ -64,11 +67,11 @@ class TurnClient:
         with trio.fail_after(2):
             while True:
                 raw, _ = await self.sock.recvfrom(65535)
-                if raw[0] >= 0x40:
-                    continue
-                reply = decode_untrusted(raw)
-                if reply.transaction_id == msg.transaction_id:
-                    return reply
+                if raw[0] < 0x40:
+                    reply = decode_untrusted(raw)
+                    if reply.transaction_id == msg.transaction_id:
+                        return reply
+                self.unexpected.append(raw)
 
     async def request(self, method: int, *attrs: tuple[int, object]) -> Message:
         """A request with the 401/438 dance: sign with the server's nonce, retry once."""
@@ -113,7 +116,7 @@ async def udp(sockets: list[trio.socket.SocketType]) -> trio.socket.SocketType:
 async def test_unauthenticated_allocate_gets_401_with_realm_and_nonce(
     nursery: trio.Nursery, sockets: list[trio.socket.SocketType]
 ) -> None:
-    info: ServerInfo = await nursery.start(serve, turn_config())
+    info: ServerInfo = await start_server(nursery, turn_config())
     client = TurnClient(await udp(sockets), info.udp[0], "alice", "wonderland")
     reply = await client.transact(
         Message(Method.ALLOCATE, MessageClass.REQUEST, attributes=[(Attr.REQUESTED_TRANSPORT, 17)]),
@@ -126,7 +129,7 @@ async def test_unauthenticated_allocate_gets_401_with_realm_and_nonce(
 async def test_wrong_password_gets_401(
     nursery: trio.Nursery, sockets: list[trio.socket.SocketType]
 ) -> None:
-    info = await nursery.start(serve, turn_config())
+    info = await start_server(nursery, turn_config())
     client = TurnClient(await udp(sockets), info.udp[0], "alice", "not-the-password")
     reply = await client.request(Method.ALLOCATE, (Attr.REQUESTED_TRANSPORT, 17))
     assert code_of(reply) == 401
@@ -135,7 +138,7 @@ async def test_wrong_password_gets_401(
 async def test_rest_credentials_and_expiry(
     nursery: trio.Nursery, sockets: list[trio.socket.SocketType]
 ) -> None:
-    info = await nursery.start(serve, turn_config())
+    info = await start_server(nursery, turn_config())
     user, password = rest_credentials("rest-secret", "bob", 600, time.time())
     ok = TurnClient(await udp(sockets), info.udp[0], user, password)
     await ok.allocate()
@@ -148,7 +151,7 @@ async def test_rest_credentials_and_expiry(
 async def test_stale_nonce_gets_438_and_the_retry_succeeds(
     nursery: trio.Nursery, sockets: list[trio.socket.SocketType], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    info = await nursery.start(serve, turn_config(nonce_lifetime=60))
+    info = await start_server(nursery, turn_config(nonce_lifetime=60))
     client = TurnClient(await udp(sockets), info.udp[0], "alice", "wonderland")
     await client.allocate()
     first_nonce = client.nonce
@@ -170,7 +173,7 @@ async def test_relay_both_ways_with_send_data_and_channels(
     nursery: trio.Nursery, sockets: list[trio.socket.SocketType]
 ) -> None:
     loopback = ipaddress.ip_network("127.0.0.0/8")
-    info = await nursery.start(serve, turn_config(allow_peer=(loopback,)))
+    info = await start_server(nursery, turn_config(allow_peer=(loopback,)))
     client_sock = await udp(sockets)
     client = TurnClient(client_sock, info.udp[0], "alice", "wonderland")
     relay = await client.allocate()
@@ -178,7 +181,14 @@ async def test_relay_both_ways_with_send_data_and_channels(
     peer_addr = peer.getsockname()
 
     # Data from a peer without a permission is dropped: then the permission lets it in.
+    # (Wait until the server has dropped it: it reads relay sockets in a task of their
+    # own, which might otherwise get to it only after the permission exists.)
+    counters = info.metrics.counters
     await peer.sendto(b"too early", relay)
+    with trio.fail_after(2):
+        while counters["relay_dropped_no_permission"] == 0:
+            await trio.testing.wait_all_tasks_blocked()
+    assert counters["relay_dropped_no_permission"] == 1
     reply = await client.request(Method.CREATE_PERMISSION, (Attr.XOR_PEER_ADDRESS, peer_addr))
     assert reply.cls == MessageClass.SUCCESS
 
@@ -212,6 +222,7 @@ async def test_relay_both_ways_with_send_data_and_channels(
     with trio.fail_after(2):
         raw, _ = await client_sock.recvfrom(2048)
     assert decode_channel_data_untrusted(raw) == (0x4001, b"back on channel")
+    assert client.unexpected == []  # the early datagram never arrived, in any form
 
 
 DENIED_PEERS = [
@@ -226,7 +237,7 @@ DENIED_PEERS = [
 async def test_peer_policy_through_real_allocations(
     nursery: trio.Nursery, sockets: list[trio.socket.SocketType]
 ) -> None:
-    info = await nursery.start(serve, turn_config(
+    info = await start_server(nursery, turn_config(
         allow_peer=(ipaddress.ip_network("10.9.0.0/16"), ipaddress.ip_network("198.51.100.0/24")),
     ))
     client = TurnClient(await udp(sockets), info.udp[0], "alice", "wonderland")
@@ -290,7 +301,7 @@ async def test_own_listening_address_is_refused_as_peer(
     listeners (that IP and port) is refused: relaying into them builds loops."""
     # A configured port: on this process's own loopback address it cannot race.
     listen_ip = private_loopback_ip()
-    info = await nursery.start(serve, turn_config(
+    info = await start_server(nursery, turn_config(
         listen=((listen_ip, port),), allow_peer=(ipaddress.ip_network("127.0.0.0/8"),),
     ))
     client = TurnClient(await udp(sockets), info.udp[0], "alice", "wonderland")
@@ -311,7 +322,7 @@ async def test_peer_policy_on_an_ipv6_relay(
     nursery: trio.Nursery, sockets: list[trio.socket.SocketType]
 ) -> None:
     """On an IPv6 relay every IPv6 form, IPv4-mapped included, meets the policy: 403."""
-    info = await nursery.start(serve, turn_config(listen=(("::1", 0),),
+    info = await start_server(nursery, turn_config(listen=(("::1", 0),),
                                                   relay_ip="::1"))
     sock = trio.socket.socket(trio.socket.AF_INET6, trio.socket.SOCK_DGRAM)
     sockets.append(sock)
@@ -329,14 +340,14 @@ async def test_peer_policy_on_an_ipv6_relay(
 async def test_external_ip_is_advertised(
     nursery: trio.Nursery, sockets: list[trio.socket.SocketType]
 ) -> None:
-    info = await nursery.start(serve, turn_config(external_ip=("203.0.113.10", PRIMARY_IP)))
+    info = await start_server(nursery, turn_config(external_ip=("203.0.113.10", PRIMARY_IP)))
     client = TurnClient(await udp(sockets), info.udp[0], "alice", "wonderland")
     relay = await client.allocate()
     assert relay[0] == "203.0.113.10" and 49152 <= relay[1] <= 65535
 
 
 async def test_closing_the_tcp_connection_ends_its_allocation(nursery: trio.Nursery) -> None:
-    info = await nursery.start(serve, turn_config(relay_ports=(41000, 41009)))
+    info = await start_server(nursery, turn_config(relay_ports=(41000, 41009)))
     stream = await trio.open_tcp_stream(*info.tcp[0])
     framer = StreamFramer()
     nonce = None
