@@ -44,7 +44,7 @@ from typing import Any
 from natsrv.stun.constants import MessageClass, Method
 from natsrv.stun.errors import ParseError
 from natsrv.stun.message import Message, decode_untrusted
-from tests.conftest import PRIVATE_PORTS, private_loopback_ip
+from tests.conftest import PRIVATE_PORTS, START_ATTEMPTS, private_loopback_ip
 
 HOST = private_loopback_ip()
 REALM = "natsrv"
@@ -411,14 +411,27 @@ def running_server(
 
     log_path = workdir / f"{kind}.log"
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    process = subprocess.Popen(
-        argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        cwd=workdir, env=env,
-    )
-    tee = LogTee(process.stdout, log_path)
-    try:
-        if kind == "natsrv":
+    # natsrv picks its ports (0), and may pick a UDP port whose number is taken for TCP
+    # (see tests.conftest.start_server): it then exits at once, and is started again.
+    for attempt in range(1, (START_ATTEMPTS if kind == "natsrv" else 1) + 1):
+        process = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            cwd=workdir, env=env,
+        )
+        tee = LogTee(process.stdout, log_path)
+        if kind == "coturn":
+            break
+        try:
             port, tls_port = _natsrv_ready(process, tee, log_path)
+            break
+        except RuntimeError:
+            _stop(process)
+            tee.close()
+            if attempt == START_ATTEMPTS or "Address already in use" not in log_path.read_text(
+                errors="replace"
+            ):
+                raise
+    try:
         server = TurnServer(
             kind=kind, host=HOST, port=port, tls_port=tls_port, relay_ports=relay,
             realm=REALM, username=None if auth_secret else USER,
