@@ -347,7 +347,11 @@ async def test_external_ip_is_advertised(
 
 
 async def test_closing_the_tcp_connection_ends_its_allocation(nursery: trio.Nursery) -> None:
-    info = await start_server(nursery, turn_config(relay_ports=(41000, 41009)))
+    # Relay ports of this process's own (see private_loopback_ip): once the allocation
+    # has let go of one, nothing else can take it before this test binds it.
+    low, high = PRIVATE_PORTS[10], PRIVATE_PORTS[19]
+    info = await start_server(nursery, turn_config(relay_ip=private_loopback_ip(),
+                                                   relay_ports=(low, high)))
     stream = await trio.open_tcp_stream(*info.tcp[0])
     framer = StreamFramer()
     nonce = None
@@ -366,7 +370,7 @@ async def test_closing_the_tcp_connection_ends_its_allocation(nursery: trio.Nurs
         nonce = reply.get(Attr.NONCE)
     assert reply.cls == MessageClass.SUCCESS
     relay = reply.get(Attr.XOR_RELAYED_ADDRESS)
-    assert 41000 <= relay[1] <= 41009
+    assert relay[0] == private_loopback_ip() and low <= relay[1] <= high
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as binder:
         with pytest.raises(OSError):
             binder.bind(relay)  # held by the allocation
