@@ -40,7 +40,13 @@ def require_root() -> None:
 
 
 def free_port(ip: str = PRIMARY_IP, kind: int = socket.SOCK_DGRAM) -> int:
-    """A port free for both UDP and TCP on ``ip`` right now."""
+    """A port free for both UDP and TCP on ``ip`` right now, and only right now.
+
+    Racy by nature: once this returns, the kernel may hand the port to any other socket
+    (it is an ephemeral one). So never use it for a server a test starts: bind that on
+    port 0 and read the port back (``ServerInfo``, or the "listening on" log line of a
+    ``natsrv serve`` subprocess). It is fit only for "a port where nothing listens".
+    """
     family = socket.AF_INET6 if ":" in ip else socket.AF_INET
     for _ in range(50):
         with socket.socket(family, kind) as s:
@@ -57,20 +63,54 @@ def free_port(ip: str = PRIMARY_IP, kind: int = socket.SOCK_DGRAM) -> int:
     raise RuntimeError("no free port")
 
 
+def private_loopback_ip() -> str:
+    """A loopback address of this test process alone: 127.(100-163).B.C from its PID.
+
+    For what must be given a fixed port (coturn, a client that binds a port pair, a
+    test of the server's own configured address). A fixed port on an address that no
+    other process binds, and below the kernel's ephemeral range (32768-60999 on Linux),
+    cannot be taken between choosing it and binding it: other processes' sockets live
+    on other addresses, and ephemeral (also wildcard, auto-bound) ports never fall
+    below that range. Tests of this process bind such ports one after another.
+    """
+    pid = os.getpid()  # at most 2**22 on Linux: 22 bits into the last three octets
+    return f"127.{100 + (pid >> 16 & 0x3F)}.{pid >> 8 & 0xFF}.{pid & 0xFF}"
+
+
+#: Fixed ports for use on ``private_loopback_ip()`` only (below the ephemeral range, and
+#: below 20000, where the interop tests pick their relay port ranges).
+PRIVATE_PORTS = range(13478, 13578)
+
+
 def stun_config(**overrides: object) -> Config:
-    """A server on 127.0.0.1 with alternate 127.0.0.2 and an alternate port, both free."""
+    """A server on 127.0.0.1 with alternate 127.0.0.2 and an alternate port.
+
+    Both ports are 0: ``serve`` binds them and reports what it got in ``ServerInfo``
+    (the alternate IP reuses the primary's and the alternate port numbers).
+    """
     base: dict[str, object] = {
-        "listen": ((PRIMARY_IP, free_port()),),
+        "listen": ((PRIMARY_IP, 0),),
         "alt_ip": ALT_IP,
-        "alt_port": free_port(),
+        "alt_port": 0,
         "software": "natsrv-test",
     }
     base.update(overrides)
     return Config(**base).validate()  # type: ignore[arg-type]
 
 
+#: How often the interop tests start a natsrv subprocess on port 0 before giving up.
+START_ATTEMPTS = 5
+
+
+async def start_server(nursery: trio.Nursery, config: Config) -> ServerInfo:
+    """``await nursery.start(serve, config)``. (``serve`` itself tries another port
+    number when a port-0 group collides on TCP or an alternate IP.)"""
+    info: ServerInfo = await nursery.start(serve, config)
+    return info
+
+
 @pytest.fixture
 async def stun_server(nursery: trio.Nursery) -> AsyncIterator[ServerInfo]:
     """natsrv in this test's trio run: primary 127.0.0.1, alternate 127.0.0.2."""
-    info = await nursery.start(serve, stun_config())
+    info = await start_server(nursery, stun_config())
     yield info

@@ -7,6 +7,7 @@ port; the alternate endpoints then reuse the primary's port number).
 
 from __future__ import annotations
 
+import errno
 import logging
 import secrets
 import socket
@@ -96,29 +97,69 @@ async def _watch_drain(info: ServerInfo) -> None:
     info.drained.set()
 
 
-def _bind_group(ip: str, port: int, alt_ip: str | None, alt_port: int | None
-                ) -> tuple[list[socket.socket], int, int | None]:
-    """Bind the UDP sockets for one listen address and its alternates, resolving port 0."""
-    socks: list[socket.socket] = []
+#: Tries at a port number the kernel picked that turned out taken for TCP or an alternate.
+_PORT_ZERO_ATTEMPTS = 32
+
+
+def _bind_tcp(ip: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind((ip, port))
+        sock.listen(1024)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _bind_group_once(
+    ip: str, port: int, alt_ip: str | None, alt_port: int | None, tcp: bool
+) -> tuple[list[socket.socket], list[socket.socket], int, int | None]:
+    udp_socks: list[socket.socket] = []
+    tcp_socks: list[socket.socket] = []
     try:
         first = bind_udp(ip, port)
-        socks.append(first)
+        udp_socks.append(first)
         port = local_address(first)[1]
         if alt_port == 0:
             probe = bind_udp(ip, 0)
-            socks.append(probe)
+            udp_socks.append(probe)
             alt_port = local_address(probe)[1]
         elif alt_port is not None:
-            socks.append(bind_udp(ip, alt_port))
+            udp_socks.append(bind_udp(ip, alt_port))
         if alt_ip is not None:
-            socks.append(bind_udp(alt_ip, port))
+            udp_socks.append(bind_udp(alt_ip, port))
             if alt_port is not None:
-                socks.append(bind_udp(alt_ip, alt_port))
+                udp_socks.append(bind_udp(alt_ip, alt_port))
+        if tcp:
+            for ep in BindingConfig((ip, port), alt_ip, alt_port).endpoints():
+                tcp_socks.append(_bind_tcp(*ep))
     except BaseException:
-        for s in socks:
+        for s in udp_socks + tcp_socks:
             s.close()
         raise
-    return socks, port, alt_port
+    return udp_socks, tcp_socks, port, alt_port
+
+
+def _bind_group(
+    ip: str, port: int, alt_ip: str | None, alt_port: int | None, tcp: bool
+) -> tuple[list[socket.socket], list[socket.socket], int, int | None]:
+    """Bind the UDP (and TCP) sockets for one listen address and its alternates on
+    every combination of IP and port. Port 0 lets the kernel pick the UDP port; the
+    same number may be taken for TCP or on the alternate IP, so then the whole group
+    is tried again with another."""
+    attempts = _PORT_ZERO_ATTEMPTS if 0 in (port, alt_port) else 1
+    for attempt in range(attempts):
+        try:
+            return _bind_group_once(ip, port, alt_ip, alt_port, tcp)
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE or attempt == attempts - 1:
+                raise
+    raise AssertionError("unreachable")
 
 
 def make_ssl_context(config: Config) -> ssl.SSLContext:
@@ -221,13 +262,16 @@ async def serve(
     info = ServerInfo(metrics=metrics)
     relays = RelaySockets()
     udp_socks: list[socket.socket] = []
+    stream_socks: list[socket.socket] = []  # TCP listeners, bound with their UDP group
     bindings: dict[Address, BindingService] = {}
     groups: list[tuple[list[Address], BindingService]] = []
     try:
         for index, (ip, port) in enumerate(config.listen):
             alt_ip = config.alt_ip if index == 0 else None
             alt_port = config.alt_port if index == 0 else None
-            socks, port, alt_port = _bind_group(ip, port, alt_ip, alt_port)
+            socks, tcp_socks, port, alt_port = _bind_group(ip, port, alt_ip, alt_port,
+                                                           config.tcp)  # fmt: skip
+            stream_socks.extend(tcp_socks)
             if not config.udp:
                 for s in socks:
                     s.close()
@@ -244,7 +288,7 @@ async def serve(
                 info.udp.append(local_address(s))
             groups.append((endpoints, binding))
     except OSError as exc:
-        for s in udp_socks:
+        for s in udp_socks + stream_socks:
             s.close()
         raise OSError(exc.errno, f"cannot bind: {exc.strerror}") from None
 
@@ -253,18 +297,20 @@ async def serve(
     stream_listeners: list[tuple[trio.SocketListener, ssl.SSLContext | None]] = []
     admin_listeners: list[trio.SocketListener] = []
     try:
+        tcp_by_address = {local_address(sock): sock for sock in stream_socks}
         for endpoints, binding in groups:
-            plans: list[tuple[Address, ssl.SSLContext | None, list[Address]]] = []
             if config.tcp:
-                plans += [(ep, None, info.tcp) for ep in endpoints]
+                for ep in endpoints:
+                    sock = tcp_by_address.pop(ep)
+                    listener = trio.SocketListener(trio.socket.from_stdlib_socket(sock))
+                    stream_listeners.append((listener, None))
+                    info.tcp.append(ep)
             if ssl_context is not None:
                 tls_port = config.tls_port if config.tls_port is not None else 5349
-                plans.append(((endpoints[0][0], tls_port), ssl_context, info.tls))
-            for (ip, port), ctx, record in plans:
-                for listener in await trio.open_tcp_listeners(port, host=ip):
-                    stream_listeners.append((listener, ctx))
+                for listener in await trio.open_tcp_listeners(tls_port, host=endpoints[0][0]):
+                    stream_listeners.append((listener, ssl_context))
                     addr = local_address(listener.socket)
-                    record.append(addr)
+                    info.tls.append(addr)
                     bindings.setdefault(addr, binding)
         turn = (
             make_turn(config, relays, metrics.counters, list(bindings))
@@ -338,6 +384,8 @@ async def serve(
             s.close()
         for listener, _ in stream_listeners:
             listener.socket.close()
+        for sock in stream_socks:
+            sock.close()
 
 
 __all__ = ["ServerInfo", "serve", "turn_settings"]

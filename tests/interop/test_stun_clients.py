@@ -1,8 +1,11 @@
 """Real STUN clients written by others against natsrv on loopback.
 
 The server runs in this test's trio run (primary 127.0.0.1:P, alternate 127.0.0.2:A, both
-ports free); each client runs in a worker thread (pystun3, aioice) or as a subprocess (the
-Debian ``stun`` client, coturn's ``turnutils_stunclient``), every one bounded by a timeout.
+bound on port 0 and read back from ``ServerInfo``); each client runs in a worker thread
+(pystun3, aioice) or as a subprocess (the Debian ``stun`` client, coturn's
+``turnutils_stunclient``), every one bounded by a timeout. Clients that need a fixed
+port, or whose address should not be the server's own, use this process's own loopback
+address (``private_loopback_ip``).
 Each test asserts on the values the client itself reports, so that it fails if the server
 feature it exercises (RFC 3489 CHANGE-REQUEST / CHANGED-ADDRESS, RFC 5780 RESPONSE-ORIGIN /
 OTHER-ADDRESS / RESPONSE-PORT, XOR-MAPPED-ADDRESS, FINGERPRINT) were missing or wrong.
@@ -22,8 +25,17 @@ import pytest
 import trio
 
 from natsrv.config import Config
-from natsrv.net.serve import ServerInfo, serve
-from tests.conftest import ALT_IP, PRIMARY_IP, free_port, require, require_tool, stun_config
+from natsrv.net.serve import ServerInfo
+from tests.conftest import (
+    ALT_IP,
+    PRIMARY_IP,
+    PRIVATE_PORTS,
+    private_loopback_ip,
+    require,
+    require_tool,
+    start_server,
+    stun_config,
+)
 
 Address = tuple[str, int]
 
@@ -49,7 +61,7 @@ def _endpoints(info: ServerInfo) -> tuple[Address, Address]:
 
 
 async def _start(nursery: trio.Nursery, **overrides: object) -> ServerInfo:
-    return await nursery.start(serve, stun_config(**overrides))
+    return await start_server(nursery, stun_config(**overrides))
 
 
 async def _run_in_thread(fn: Any) -> Any:
@@ -66,24 +78,6 @@ async def _run_tool(argv: list[str]) -> trio.CompletedProcess:
         )
 
 
-def _port_free(ip: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        try:
-            s.bind((ip, port))
-        except OSError:
-            return False
-    return True
-
-
-def _free_port_pair(ip: str = PRIMARY_IP) -> int:
-    """A UDP port P such that P and P + 1 are both free (clients that bind a pair)."""
-    for _ in range(100):
-        port = free_port(ip)
-        if port < 65535 and _port_free(ip, port + 1):
-            return port
-    raise RuntimeError("no free port pair")
-
-
 # ---------------------------------------------------------------------------------------
 # 1. pystun3: classic RFC 3489 tests (CHANGE-REQUEST, MAPPED-ADDRESS, CHANGED-ADDRESS)
 # ---------------------------------------------------------------------------------------
@@ -96,6 +90,7 @@ class _Wire:
     sent: list[tuple[bytes, Address]] = field(default_factory=list)
     received: list[tuple[bytes, Address]] = field(default_factory=list)
     sockets: list[socket.socket] = field(default_factory=list)
+    bound: list[Address] = field(default_factory=list)  # where each socket was bound
 
 
 def _recording_socket_module(wire: _Wire) -> types.SimpleNamespace:
@@ -105,6 +100,10 @@ def _recording_socket_module(wire: _Wire) -> types.SimpleNamespace:
         def __init__(self, *args: Any) -> None:
             super().__init__(*args)
             wire.sockets.append(self)  # pystun3 leaks its socket when it raises
+
+        def bind(self, address: Any) -> None:
+            super().bind(address)
+            wire.bound.append(self.getsockname())
 
         def sendto(self, data: Any, *args: Any) -> int:
             wire.sent.append((bytes(data), args[-1]))
@@ -124,14 +123,12 @@ def _recording_socket_module(wire: _Wire) -> types.SimpleNamespace:
     "software",
     [
         pytest.param(None, id="without-software"),
-        # SERVER BUG, reported to the lead; this case fails until it is fixed:
-        # natsrv puts SOFTWARE (0x8022) into its answers to cookie-less RFC 3489 requests
-        # with a length that is not a multiple of 4 ("natsrv" = 6 bytes, the default).
-        # RFC 3489 attributes are all multiples of 4 long and classic clients step over an
-        # attribute by 4 + length, without RFC 5389 padding; pystun3 then reads the
-        # FINGERPRINT header 2 bytes early, walks off the end of the datagram and raises
-        # ValueError ("invalid literal for int() with base 16: ''"). The fix: leave SOFTWARE
-        # out of RFC 3489 responses (or pad its value to a multiple of 4 bytes).
+        # A regression test: natsrv once put SOFTWARE (0x8022) into its answers to
+        # cookie-less RFC 3489 requests with a length that is not a multiple of 4
+        # ("natsrv" = 6 bytes, the default). RFC 3489 attributes are all multiples of 4
+        # long and classic clients step over an attribute by 4 + length, without RFC 5389
+        # padding; pystun3 then read the FINGERPRINT header 2 bytes early, walked off the
+        # end of the datagram and raised ValueError.
         pytest.param(Config().software, id="default-software"),
     ],
 )
@@ -143,12 +140,11 @@ async def test_pystun3_reports_open_internet(
     primary, alternate = _endpoints(info)
     wire = _Wire()
     monkeypatch.setattr(stun, "socket", _recording_socket_module(wire))
-    source_port = free_port()
 
     def client() -> tuple[str, str | None, int | None]:
         return stun.get_ip_info(
             source_ip=PRIMARY_IP,
-            source_port=source_port,
+            source_port=0,  # the kernel picks; the recording socket tells which
             stun_host=primary[0],
             stun_port=primary[1],
         )
@@ -169,7 +165,9 @@ async def test_pystun3_reports_open_internet(
 
     # Open Internet: the mapped address is the source itself and the change-IP-and-port
     # request (test II) was answered.
-    assert result == ("Open Internet", PRIMARY_IP, source_port)
+    (source,) = wire.bound
+    assert source[0] == PRIMARY_IP and source[1] != 0
+    assert result == ("Open Internet", PRIMARY_IP, source[1])
     # pystun3's two requests: a plain one, then CHANGE-REQUEST 0x06 (change IP and port).
     assert [addr for _, addr in wire.sent] == [primary, primary]
     plain, change = (data for data, _ in wire.sent)
@@ -286,9 +284,11 @@ async def test_vovida_stun_client_reports_open(stun_server: ServerInfo) -> None:
     tool = require_tool("stun")
     primary, alternate = _endpoints(stun_server)
     p, a = primary[1], alternate[1]
-    src = _free_port_pair()  # the client binds src and src + 1
+    # The client binds src and src + 1 itself: fixed ports, so on this process's own
+    # loopback address, where nothing can take them first (see private_loopback_ip).
+    client_ip, src = private_loopback_ip(), PRIVATE_PORTS[0]
     result = await _run_tool(
-        [tool, f"{primary[0]}:{p}", "-v", "-p", str(src), "-i", PRIMARY_IP]
+        [tool, f"{primary[0]}:{p}", "-v", "-p", str(src), "-i", client_ip]
     )
     out, log = result.stdout.decode(), result.stderr.decode()
     context = f"stdout:\n{out}\nstderr:\n{log}"
@@ -307,22 +307,22 @@ async def test_vovida_stun_client_reports_open(stun_server: ServerInfo) -> None:
     # (id 10): plain request to the CHANGED-ADDRESS IP at the primary port.
     responses = _vovida_responses(log)
     assert responses[1] == {
-        "MappedAddress": (PRIMARY_IP, src),
+        "MappedAddress": (client_ip, src),
         "SourceAddress": (PRIMARY_IP, p),
         "ChangedAddress": (ALT_IP, a),
     }, context
     assert responses[2] == {
-        "MappedAddress": (PRIMARY_IP, src + 1),
+        "MappedAddress": (client_ip, src + 1),
         "SourceAddress": (ALT_IP, p),
         "ChangedAddress": (ALT_IP, a),
     }, context
     assert responses[3] == {
-        "MappedAddress": (PRIMARY_IP, src + 1),
+        "MappedAddress": (client_ip, src + 1),
         "SourceAddress": (PRIMARY_IP, a),
         "ChangedAddress": (ALT_IP, a),
     }, context
     assert responses[10] == {
-        "MappedAddress": (PRIMARY_IP, src),
+        "MappedAddress": (client_ip, src),
         "SourceAddress": (ALT_IP, p),
         "ChangedAddress": (PRIMARY_IP, a),
     }, context
@@ -349,7 +349,10 @@ async def test_turnutils_stunclient_plain(nursery: trio.Nursery) -> None:
     tool = require_tool("turnutils_stunclient")
     info = await _start(nursery, alt_ip=None, alt_port=None)
     (primary,) = info.udp
-    result = await _run_tool([tool, "-L", PRIMARY_IP, "-p", str(primary[1]), primary[0]])
+    # From this process's own loopback address: a reflexive IP that is the client's and
+    # not merely the server's (127.0.0.1) is one the server really read off the packet.
+    client_ip = private_loopback_ip()
+    result = await _run_tool([tool, "-L", client_ip, "-p", str(primary[1]), primary[0]])
     out = result.stdout.decode() + result.stderr.decode()
     assert result.returncode == 0, out
     assert "error" not in out.lower() and "Cannot read" not in out, out
@@ -358,7 +361,7 @@ async def test_turnutils_stunclient_plain(nursery: trio.Nursery) -> None:
     reflexive = _addresses(_COTURN_REFLEXIVE, out)
     assert len(reflexive) == 1, out
     ((ip, port),) = reflexive
-    assert ip == PRIMARY_IP, out
+    assert ip == client_ip, out
     # The client's ephemeral port: not knowable beforehand, but never one of the server's.
     assert 1024 <= port <= 65535 and port != primary[1], out
 
@@ -368,8 +371,9 @@ async def test_turnutils_stunclient_rfc5780(stun_server: ServerInfo) -> None:
     CHANGE-REQUEST with PADDING from the RESPONSE-PORT socket."""
     tool = require_tool("turnutils_stunclient")
     primary, alternate = _endpoints(stun_server)
+    client_ip = private_loopback_ip()  # see test_turnutils_stunclient_plain
     result = await _run_tool(
-        [tool, "-f", "-L", PRIMARY_IP, "-p", str(primary[1]), primary[0]]
+        [tool, "-f", "-L", client_ip, "-p", str(primary[1]), primary[0]]
     )
     out = result.stdout.decode() + result.stderr.decode()
     assert result.returncode == 0, out
@@ -385,7 +389,7 @@ async def test_turnutils_stunclient_rfc5780(stun_server: ServerInfo) -> None:
     # 1: the plain request, answered by the primary.
     assert len(reflexive[1]) == 1, out
     (mapped,) = reflexive[1]
-    assert mapped[0] == PRIMARY_IP, out
+    assert mapped[0] == client_ip, out
     assert origin[1] == {primary}, out
     assert other[1] == {alternate}, out
     # 2: change IP and port, RESPONSE-PORT = mapped port + 1: the answer reached the
@@ -395,6 +399,6 @@ async def test_turnutils_stunclient_rfc5780(stun_server: ServerInfo) -> None:
     assert origin[2] == {alternate}, out
     assert other[2] == {alternate}, out
     # 3: sent from that second socket (bound by the client at mapped port + 1).
-    assert reflexive[3] == {(PRIMARY_IP, mapped[1] + 1)}, out
+    assert reflexive[3] == {(client_ip, mapped[1] + 1)}, out
     assert origin[3] == {alternate}, out
     assert other[3] == {alternate}, out

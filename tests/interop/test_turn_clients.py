@@ -12,7 +12,7 @@ against both. The clients:
    ChannelData and with Send/Data indications; nothing may be lost.
 4. Chromium (headless, through Playwright): two RTCPeerConnections with
    ``iceTransportPolicy: "relay"`` open a data channel and echo 100 messages over
-   ``turn:...?transport=udp``, ``turn:...?transport=tcp`` and ``turns:localhost``;
+   ``turn:...?transport=udp``, ``turn:...?transport=tcp`` and ``turns:...``;
    getStats() must show a relay/relay pair.
 5. TURN REST credentials (shared secret): a fresh one works, an expired one or one
    signed with another secret gets 401.
@@ -23,7 +23,9 @@ The servers are shared by the tests of a module (one per kind and credential typ
 checked after every test: a test that brings its server down fails itself (at
 teardown), and the next test gets a new server instead of a confusing error.
 
-Everything talks to 127.0.0.1 only. Every client is bounded by a timeout.
+Everything talks to loopback only: the servers, their relays and the clients are on
+HOST, this test process's own loopback address (see turn_servers.py). Every client is
+bounded by a timeout.
 
 Chromium needs two flags here (see ``chromium_args``):
 
@@ -204,7 +206,7 @@ def rest_server(_rest_secret_slot: _ServerSlot) -> Iterator[TurnServer]:
 
 @pytest.fixture
 def loopback_host(monkeypatch: pytest.MonkeyPatch) -> None:
-    """aioice leaves 127.0.0.1 out of its host addresses; on loopback it is the only one."""
+    """aioice leaves loopback out of its host addresses; here HOST is the only one."""
     aioice = _import("aioice")
     monkeypatch.setattr(aioice.ice, "get_host_addresses", lambda use_ipv4, use_ipv6: [HOST])
 
@@ -234,7 +236,7 @@ def _run_asyncio(main: Callable[[], Coroutine[Any, Any, T]], timeout: float = CL
 
 
 def _ssl_context(server: TurnServer) -> ssl.SSLContext:
-    """A client context that trusts the test CA and checks the name (127.0.0.1)."""
+    """A client context that trusts the test CA and checks the name (HOST, an IP)."""
     return ssl.create_default_context(cafile=str(server.tls.ca))
 
 
@@ -610,7 +612,7 @@ def chromium_page(tmp_path_factory: pytest.TempPathFactory, tls_files: TlsFiles)
 CHROMIUM_URLS = {
     "udp": ("turn:{host}:{port}?transport=udp", "udp"),
     "tcp": ("turn:{host}:{port}?transport=tcp", "tcp"),
-    "tls": ("turns:localhost:{tls_port}?transport=tcp", "tls"),
+    "tls": ("turns:{host}:{tls_port}?transport=tcp", "tls"),
 }
 
 

@@ -1,48 +1,65 @@
 """TURN servers under test, as subprocesses on loopback: coturn (the reference) and natsrv.
 
-Both are started the same way: UDP and TCP on 127.0.0.1:P, TLS on 127.0.0.1:T with a
-certificate made here (a throw-away CA and a leaf for ``localhost`` / ``127.0.0.1``),
-realm ``natsrv``, relay addresses on 127.0.0.1 in a port range of their own, loopback
-peers allowed (both refuse them by default), and either the static user
-``alice:wonderland`` or a TURN REST shared secret.
+Both are started the same way: UDP and TCP on HOST:P, TLS on HOST:T with a certificate
+made here (a throw-away CA and a leaf for ``localhost`` / HOST), realm ``natsrv``, relay
+addresses on HOST in a port range of their own, loopback peers allowed (both refuse them
+by default), and either the static user ``alice:wonderland`` or a TURN REST shared
+secret.
 
-A server is ready when it answers a STUN Binding over UDP (sent with natsrv's own codec)
-and accepts TCP connections on both the plain and the TLS port; there are no fixed
-sleeps. The process is stopped by its PID (SIGTERM, then SIGKILL) when the ``with``
-block ends, and its log is kept for failure messages.
+HOST is this test process's own loopback address (``private_loopback_ip``), not
+127.0.0.1. natsrv binds port 0 and says which ports it got ("listening on udp HOST:P",
+"listening on tls HOST:T" on its log); coturn cannot, so it is given ports from
+``COTURN_PORTS``: fixed ones, below the kernel's ephemeral range, on an address no other
+process binds, so that nothing can take them between the choice and coturn's bind.
+
+A server is ready when natsrv has logged its last start-up line (every listener is bound
+before it), or, for coturn, which logs none, when it answers a STUN Binding over UDP
+(sent with natsrv's own codec, a bounded receive per try) and accepts TCP connections on
+both the plain and the TLS port; there are no fixed sleeps. The process is stopped by
+its PID (SIGTERM, then SIGKILL) when the ``with`` block ends, and its log is kept for
+failure messages.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import ipaddress
+import itertools
 import os
 import random
+import re
 import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from natsrv.stun.constants import MessageClass, Method
 from natsrv.stun.errors import ParseError
 from natsrv.stun.message import Message, decode_untrusted
+from tests.conftest import PRIVATE_PORTS, START_ATTEMPTS, private_loopback_ip
 
-HOST = "127.0.0.1"
+HOST = private_loopback_ip()
 REALM = "natsrv"
 USER = "alice"
 PASSWORD = "wonderland"
 #: How long a server may take to become ready (coturn needs ~0.1 s, natsrv ~0.5 s).
 READY_TIMEOUT = 15.0
 #: Relay ports come from below the kernel's ephemeral range (32768-60999 on Linux), so
-#: they do not collide with the listening ports picked by ``free_port`` nor with
-#: clients' own sockets. coturn does not hand out a deleted allocation's port again
-#: for a while, so the range is several times what the tests of one server allocate.
+#: they do not collide with clients' own sockets. coturn does not hand out a deleted
+#: allocation's port again for a while, so the range is several times what the tests
+#: of one server allocate.
 RELAY_PORT_SPAN = 500
+#: coturn's listening ports, taken in turn (on HOST, so only this process binds them).
+COTURN_PORTS = PRIVATE_PORTS[20:]
+_next_coturn_port = itertools.cycle(COTURN_PORTS)
 
 SERVERS = ("coturn", "natsrv")
 
@@ -156,6 +173,52 @@ def make_tls_files(directory: Path) -> TlsFiles:
     return files
 
 
+class LogTee:
+    """Copies a process's output pipe into its log file, line by line, in a thread, and
+    lets the caller wait for a line (an event, not a poll of the file)."""
+
+    def __init__(self, pipe: Any, path: Path) -> None:
+        self._pipe, self._path = pipe, path
+        self._lines: list[str] = []
+        self._closed = False
+        self._changed = threading.Condition()
+        self._thread = threading.Thread(target=self._copy, name="log-tee", daemon=True)
+        self._thread.start()
+
+    def _copy(self) -> None:
+        with self._path.open("wb") as log:
+            for raw in iter(self._pipe.readline, b""):
+                log.write(raw)
+                log.flush()
+                with self._changed:
+                    self._lines.append(raw.decode(errors="replace"))
+                    self._changed.notify_all()
+        with self._changed:
+            self._closed = True
+            self._changed.notify_all()
+
+    def wait_for(self, pattern: re.Pattern[str], timeout: float) -> re.Match[str] | None:
+        """The first line matching ``pattern`` (waiting up to ``timeout`` seconds for it),
+        or None if the output ends or the time runs out first."""
+        deadline = time.monotonic() + timeout
+        seen = 0
+        with self._changed:
+            while True:
+                for line in self._lines[seen:]:
+                    if match := pattern.search(line):
+                        return match
+                seen = len(self._lines)
+                left = deadline - time.monotonic()
+                if self._closed or left <= 0:
+                    return None
+                self._changed.wait(left)
+
+    def close(self) -> None:
+        """After the process has exited: let the copy finish."""
+        self._thread.join(timeout=5)
+        self._pipe.close()
+
+
 def _bindable(port: int) -> bool:
     for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
         with socket.socket(socket.AF_INET, kind) as s:
@@ -208,16 +271,16 @@ def _coturn_argv(
 
 
 def _natsrv_argv(
-    port: int, tls_port: int, relay: tuple[int, int], tls: TlsFiles, auth_secret: str | None,
+    relay: tuple[int, int], tls: TlsFiles, auth_secret: str | None,
 ) -> list[str]:
     argv = [
         sys.executable, "-m", "natsrv", "serve",
-        "--listen", f"{HOST}:{port}",
-        "--tls-port", str(tls_port), "--tls-cert", str(tls.cert), "--tls-key", str(tls.key),
+        "--listen", f"{HOST}:0",  # ports 0: natsrv logs the ones it bound
+        "--tls-port", "0", "--tls-cert", str(tls.cert), "--tls-key", str(tls.key),
         "--realm", REALM,
         "--relay-ip", HOST, "--relay-ports", f"{relay[0]}-{relay[1]}",
         "--allow-peer", "127.0.0.0/8",  # natsrv refuses loopback peers by default
-        "--log-level", "warning",
+        "--log-level", "info",  # for the "listening on" lines
     ]
     if auth_secret is None:
         argv += ["--user", f"{USER}:{PASSWORD}"]
@@ -252,7 +315,28 @@ def _tcp_accepts(port: int, timeout: float) -> bool:
         return False
 
 
+def _natsrv_ready(process: subprocess.Popen[bytes], tee: LogTee, log: Path) -> tuple[int, int]:
+    """Wait for natsrv's start-up lines; its (UDP and TCP port, TLS port)."""
+    found = []
+    for pattern in (_NATSRV_UDP, _NATSRV_TLS, _NATSRV_STARTED):
+        # In the order natsrv logs them; the last comes once every listener is bound.
+        match = tee.wait_for(pattern, READY_TIMEOUT)
+        if match is None:
+            raise RuntimeError(
+                f"natsrv (exit status {process.poll()}) did not log {pattern.pattern!r} "
+                f"within {READY_TIMEOUT} s; log:\n{log.read_text(errors='replace')}"
+            )
+        found.append(match)
+    return int(found[0]["port"]), int(found[1]["port"])
+
+
+_NATSRV_UDP = re.compile(r"listening on udp " + re.escape(HOST) + r":(?P<port>\d+)$")
+_NATSRV_TLS = re.compile(r"listening on tls " + re.escape(HOST) + r":(?P<port>\d+)$")
+_NATSRV_STARTED = re.compile(r"TURN enabled: ")
+
+
 def _wait_ready(server: TurnServer) -> None:
+    """Probe coturn (it logs no readiness line) until it serves UDP, TCP and TLS."""
     deadline = time.monotonic() + READY_TIMEOUT
     while True:
         if not server.alive():
@@ -260,6 +344,7 @@ def _wait_ready(server: TurnServer) -> None:
                 f"{server.kind} exited with status {server.process.returncode} before it "
                 f"was ready; log:\n{server.log()}"
             )
+        # Each try waits on I/O: a Binding's answer (up to 0.2 s), the TCP handshakes.
         if (
             answers_binding(server.port, 0.2)
             and _tcp_accepts(server.port, 0.5)
@@ -270,7 +355,21 @@ def _wait_ready(server: TurnServer) -> None:
             raise RuntimeError(
                 f"{server.kind} not ready after {READY_TIMEOUT} s; log:\n{server.log()}"
             )
-        time.sleep(0.05)  # poll interval, not a guess at a start-up time
+        # A refused connection returns at once: between such tries, wait on the process
+        # (an exit ends the wait at once) instead of spinning.
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            server.process.wait(timeout=0.05)
+
+
+def _coturn_ports() -> tuple[int, int]:
+    """Two ports for coturn (UDP and TCP, TLS), free on HOST for both UDP and TCP."""
+    picked: list[int] = []
+    for port in itertools.islice(_next_coturn_port, 2 * len(COTURN_PORTS)):
+        if port not in picked and _bindable(port):
+            picked.append(port)
+            if len(picked) == 2:
+                return picked[0], picked[1]
+    raise RuntimeError(f"no two free ports among {COTURN_PORTS} on {HOST}")
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
@@ -296,38 +395,52 @@ def running_server(
 
     The caller checks prerequisites (``turnserver`` installed) first.
     """
-    from tests.conftest import free_port
-
     workdir.mkdir(parents=True, exist_ok=True)
     tls = tls or make_tls_files(workdir)
-    port, tls_port = free_port(HOST), free_port(HOST)
-    while tls_port == port:
-        tls_port = free_port(HOST)
     relay = relay_port_range()
     if kind == "coturn":
         tool = coturn_path()
         if tool is None:
             raise RuntimeError("turnserver (coturn) is not installed")
+        port, tls_port = _coturn_ports()
         argv = _coturn_argv(tool, workdir, port, tls_port, relay, tls, auth_secret)
     elif kind == "natsrv":
-        argv = _natsrv_argv(port, tls_port, relay, tls, auth_secret)
+        argv = _natsrv_argv(relay, tls, auth_secret)
     else:
         raise ValueError(f"unknown TURN server {kind!r}")
 
     log_path = workdir / f"{kind}.log"
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    with log_path.open("wb") as log:
+    # natsrv picks its ports (0), and may pick a UDP port whose number is taken for TCP
+    # (see tests.conftest.start_server): it then exits at once, and is started again.
+    for attempt in range(1, (START_ATTEMPTS if kind == "natsrv" else 1) + 1):
         process = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             cwd=workdir, env=env,
         )
-    server = TurnServer(
-        kind=kind, host=HOST, port=port, tls_port=tls_port, relay_ports=relay, realm=REALM,
-        username=None if auth_secret else USER, password=None if auth_secret else PASSWORD,
-        auth_secret=auth_secret, tls=tls, log_path=log_path, process=process,
-    )
+        tee = LogTee(process.stdout, log_path)
+        if kind == "coturn":
+            break
+        try:
+            port, tls_port = _natsrv_ready(process, tee, log_path)
+            break
+        except RuntimeError:
+            _stop(process)
+            tee.close()
+            if attempt == START_ATTEMPTS or "Address already in use" not in log_path.read_text(
+                errors="replace"
+            ):
+                raise
     try:
-        _wait_ready(server)
+        server = TurnServer(
+            kind=kind, host=HOST, port=port, tls_port=tls_port, relay_ports=relay,
+            realm=REALM, username=None if auth_secret else USER,
+            password=None if auth_secret else PASSWORD, auth_secret=auth_secret, tls=tls,
+            log_path=log_path, process=process,
+        )
+        if kind == "coturn":
+            _wait_ready(server)
         yield server
     finally:
         _stop(process)
+        tee.close()

@@ -538,5 +538,8 @@ def wait_udp_bound(proc: subprocess.Popen[Any], ip: str, port: int, *,
         with contextlib.suppress(OSError):
             if any(line.split()[1] in want for line in table.read_text().splitlines()[1:]):
                 return
-        time.sleep(0.005)  # polling kernel state, bounded by the deadline
+        # Nothing signals "bound" from another process: read the table again shortly,
+        # waiting on the process meanwhile (so that an exit ends the wait at once).
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=0.005)
     raise TimeoutError(f"nothing bound to udp {ip}:{port} within {timeout}s")

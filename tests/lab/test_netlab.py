@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.conftest import IN_CI, PRIVATE_PORTS, private_loopback_ip
 
 from .netlab import (
     AD,
@@ -204,12 +207,15 @@ def test_lab_cleans_up_after_failure() -> None:
         untracked = subprocess.Popen(lab.netns_argv(lab.cli, [
             sys.executable, "-c",
             "import socket, time; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
-            "s.bind(('0.0.0.0', 4000)); time.sleep(60)"]))
-        wait_udp_bound(untracked, "0.0.0.0", 4000)
+            "s.bind(('0.0.0.0', 4000)); print('bound', flush=True); time.sleep(60)"]),
+            stdout=subprocess.PIPE, text=True)
+        wait_for_line(untracked, "bound", timeout=10)  # running inside cli by now
         raise RuntimeError("boom")
     assert not any((NETNS_DIR / ns).exists() for ns in names)
     assert tracked.poll() is not None
     assert untracked.wait(timeout=5) == -9
+    assert untracked.stdout is not None
+    untracked.stdout.close()
 
 
 @pytest.mark.root
@@ -266,6 +272,42 @@ def test_wait_for_line_consumes_only_up_to_the_line() -> None:
             wait_for_line(proc, "never", timeout=10)
 
 
-def test_availability_is_reported() -> None:
+def test_wait_udp_bound_sees_that_socket_only() -> None:
+    ip, port = private_loopback_ip(), PRIVATE_PORTS[2]  # nothing else binds these
+    script = ("import socket, sys; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
+              "s.bind((sys.argv[1], int(sys.argv[2]))); sys.stdin.read()")
+    with subprocess.Popen([sys.executable, "-c", script, ip, str(port)],
+                          stdin=subprocess.PIPE) as proc:
+        wait_udp_bound(proc, ip, port, timeout=10)
+        with pytest.raises(TimeoutError, match=f"nothing bound to udp {ip}:{port + 1}"):
+            wait_udp_bound(proc, ip, port + 1, timeout=0.2)
+        assert proc.stdin is not None
+        proc.stdin.close()  # the child's cue to exit
+        assert proc.wait(timeout=10) == 0
+        with pytest.raises(RuntimeError, match="process exited"):
+            wait_udp_bound(proc, ip, port, timeout=10)
+
+
+@pytest.fixture
+def fresh_availability() -> Iterator[None]:
+    """``lab_unavailable_reason`` is cached: recompute it in the test and after it."""
+    lab_unavailable_reason.cache_clear()
+    yield
+    lab_unavailable_reason.cache_clear()
+
+
+def test_availability_is_reported(monkeypatch: pytest.MonkeyPatch,
+                                  fresh_availability: None) -> None:
     reason = lab_unavailable_reason()
     assert reason is None or reason.startswith("NAT lab")
+    if IN_CI:  # CI runs the lab: as root, with ip and nft
+        assert reason is None
+    lab_unavailable_reason.cache_clear()
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    assert lab_unavailable_reason() == "NAT lab needs root (network namespaces and nftables)"
+    lab_unavailable_reason.cache_clear()
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    monkeypatch.setattr(shutil, "which", lambda tool: None if tool == "nft" else "/bin/true")
+    assert lab_unavailable_reason() == (
+        "NAT lab needs `nft` (apt-get install iproute2 nftables)"
+    )

@@ -5,12 +5,14 @@ through real allocations."""
 from __future__ import annotations
 
 import ipaddress
+import socket
 import time
 from collections.abc import AsyncIterator
 from functools import partial
 
 import pytest
 import trio
+import trio.testing
 
 from natsrv.config import Config
 from natsrv.core.credentials import rest_credentials
@@ -26,7 +28,7 @@ from natsrv.stun import (
     encode_channel_data,
 )
 from natsrv.stun.integrity import long_term_key
-from tests.conftest import PRIMARY_IP, free_port
+from tests.conftest import PRIMARY_IP, PRIVATE_PORTS, private_loopback_ip, start_server
 
 Address = tuple[str, int]
 REALM = "natsrv.test"
@@ -34,7 +36,7 @@ REALM = "natsrv.test"
 
 def turn_config(**overrides: object) -> Config:
     base: dict[str, object] = {
-        "listen": ((PRIMARY_IP, free_port()),),
+        "listen": ((PRIMARY_IP, 0),),
         "realm": REALM,
         "users": (("alice", "wonderland"),),
         "auth_secret": "rest-secret",
@@ -53,6 +55,8 @@ class TurnClient:
         self.user, self.password = user, password
         self.nonce: str | None = None
         self.key = long_term_key(user, REALM, password)
+        #: What came while waiting for a reply and was not it (indications, ChannelData).
+        self.unexpected: list[bytes] = []
 
     async def transact(self, msg: Message, *, sign: bool = True) -> Message:
         if sign and self.nonce is not None:
@@ -64,11 +68,11 @@ class TurnClient:
         with trio.fail_after(2):
             while True:
                 raw, _ = await self.sock.recvfrom(65535)
-                if raw[0] >= 0x40:
-                    continue
-                reply = decode_untrusted(raw)
-                if reply.transaction_id == msg.transaction_id:
-                    return reply
+                if raw[0] < 0x40:
+                    reply = decode_untrusted(raw)
+                    if reply.transaction_id == msg.transaction_id:
+                        return reply
+                self.unexpected.append(raw)
 
     async def request(self, method: int, *attrs: tuple[int, object]) -> Message:
         """A request with the 401/438 dance: sign with the server's nonce, retry once."""
@@ -113,7 +117,7 @@ async def udp(sockets: list[trio.socket.SocketType]) -> trio.socket.SocketType:
 async def test_unauthenticated_allocate_gets_401_with_realm_and_nonce(
     nursery: trio.Nursery, sockets: list[trio.socket.SocketType]
 ) -> None:
-    info: ServerInfo = await nursery.start(serve, turn_config())
+    info: ServerInfo = await start_server(nursery, turn_config())
     client = TurnClient(await udp(sockets), info.udp[0], "alice", "wonderland")
     reply = await client.transact(
         Message(Method.ALLOCATE, MessageClass.REQUEST, attributes=[(Attr.REQUESTED_TRANSPORT, 17)]),
@@ -126,7 +130,7 @@ async def test_unauthenticated_allocate_gets_401_with_realm_and_nonce(
 async def test_wrong_password_gets_401(
     nursery: trio.Nursery, sockets: list[trio.socket.SocketType]
 ) -> None:
-    info = await nursery.start(serve, turn_config())
+    info = await start_server(nursery, turn_config())
     client = TurnClient(await udp(sockets), info.udp[0], "alice", "not-the-password")
     reply = await client.request(Method.ALLOCATE, (Attr.REQUESTED_TRANSPORT, 17))
     assert code_of(reply) == 401
@@ -135,7 +139,7 @@ async def test_wrong_password_gets_401(
 async def test_rest_credentials_and_expiry(
     nursery: trio.Nursery, sockets: list[trio.socket.SocketType]
 ) -> None:
-    info = await nursery.start(serve, turn_config())
+    info = await start_server(nursery, turn_config())
     user, password = rest_credentials("rest-secret", "bob", 600, time.time())
     ok = TurnClient(await udp(sockets), info.udp[0], user, password)
     await ok.allocate()
@@ -171,7 +175,7 @@ async def test_relay_both_ways_with_send_data_and_channels(
     nursery: trio.Nursery, sockets: list[trio.socket.SocketType]
 ) -> None:
     loopback = ipaddress.ip_network("127.0.0.0/8")
-    info = await nursery.start(serve, turn_config(allow_peer=(loopback,)))
+    info = await start_server(nursery, turn_config(allow_peer=(loopback,)))
     client_sock = await udp(sockets)
     client = TurnClient(client_sock, info.udp[0], "alice", "wonderland")
     relay = await client.allocate()
@@ -179,7 +183,14 @@ async def test_relay_both_ways_with_send_data_and_channels(
     peer_addr = peer.getsockname()
 
     # Data from a peer without a permission is dropped: then the permission lets it in.
+    # (Wait until the server has dropped it: it reads relay sockets in a task of their
+    # own, which might otherwise get to it only after the permission exists.)
+    counters = info.metrics.counters
     await peer.sendto(b"too early", relay)
+    with trio.fail_after(2):
+        while counters["permission_drops"] == 0:
+            await trio.testing.wait_all_tasks_blocked()
+    assert counters["permission_drops"] == 1
     reply = await client.request(Method.CREATE_PERMISSION, (Attr.XOR_PEER_ADDRESS, peer_addr))
     assert reply.cls == MessageClass.SUCCESS
 
@@ -213,6 +224,7 @@ async def test_relay_both_ways_with_send_data_and_channels(
     with trio.fail_after(2):
         raw, _ = await client_sock.recvfrom(2048)
     assert decode_channel_data_untrusted(raw) == (0x4001, b"back on channel")
+    assert client.unexpected == []  # the early datagram never arrived, in any form
 
 
 DENIED_PEERS = [
@@ -227,7 +239,7 @@ DENIED_PEERS = [
 async def test_peer_policy_through_real_allocations(
     nursery: trio.Nursery, sockets: list[trio.socket.SocketType]
 ) -> None:
-    info = await nursery.start(serve, turn_config(
+    info = await start_server(nursery, turn_config(
         allow_peer=(ipaddress.ip_network("10.9.0.0/16"), ipaddress.ip_network("198.51.100.0/24")),
     ))
     client = TurnClient(await udp(sockets), info.udp[0], "alice", "wonderland")
@@ -242,9 +254,6 @@ async def test_peer_policy_through_real_allocations(
             Method.CHANNEL_BIND, (Attr.CHANNEL_NUMBER, 0x4002), (Attr.XOR_PEER_ADDRESS, (peer, 9))
         )
         assert code_of(reply) in expected, peer
-    # The server's own listening address is refused too.
-    reply = await client.request(Method.CREATE_PERMISSION, (Attr.XOR_PEER_ADDRESS, info.udp[0]))
-    assert code_of(reply) == 403
     # A mix of allowed and denied peers is refused as a whole.
     reply = await client.request(
         Method.CREATE_PERMISSION,
@@ -261,21 +270,58 @@ async def test_peer_policy_through_real_allocations(
         reply = await client.request(Method.CREATE_PERMISSION, (Attr.XOR_PEER_ADDRESS, (peer, 9)))
         assert reply.cls == MessageClass.SUCCESS, peer
     # The policy applies to Send too: nothing reaches a denied peer.
-    victim = await udp(sockets)
-    send = Message(Method.SEND, MessageClass.INDICATION, attributes=[
-        (Attr.XOR_PEER_ADDRESS, victim.getsockname()), (Attr.DATA, b"attack")])
-    await client.sock.sendto(send.encode(), info.udp[0])
-    probe = await client.request(Method.REFRESH, (Attr.LIFETIME, 600))  # round trip
-    assert probe.cls == MessageClass.SUCCESS
-    with pytest.raises(BlockingIOError):
-        victim._sock.recv(100)  # nothing arrived
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as victim:
+        victim.bind((PRIMARY_IP, 0))
+        victim.setblocking(False)
+        send = Message(Method.SEND, MessageClass.INDICATION, attributes=[
+            (Attr.XOR_PEER_ADDRESS, victim.getsockname()), (Attr.DATA, b"attack")])
+        await client.sock.sendto(send.encode(), info.udp[0])
+        # A round trip after it: the server reads one socket in order, so the Send
+        # indication has been handled (and relayed, had it been allowed) by then.
+        probe = await client.request(Method.REFRESH, (Attr.LIFETIME, 600))
+        assert probe.cls == MessageClass.SUCCESS
+        with pytest.raises(BlockingIOError):
+            victim.recv(100)  # nothing arrived
+
+
+@pytest.mark.parametrize(
+    "port",
+    [
+        pytest.param(PRIVATE_PORTS[0], id="configured-port"),
+        # Regression: with port 0 the policy once kept the configured port, not the
+        # bound one, and the server relayed into its own listener.
+        pytest.param(0, id="port-0"),
+    ],
+)
+async def test_own_listening_address_is_refused_as_peer(
+    nursery: trio.Nursery, sockets: list[trio.socket.SocketType], port: int
+) -> None:
+    """Even where loopback peers are allowed, a peer that is one of the server's own
+    listeners (that IP and port) is refused: relaying into them builds loops."""
+    # A configured port: on this process's own loopback address it cannot race.
+    listen_ip = private_loopback_ip()
+    info = await start_server(nursery, turn_config(
+        listen=((listen_ip, port),), allow_peer=(ipaddress.ip_network("127.0.0.0/8"),),
+    ))
+    client = TurnClient(await udp(sockets), info.udp[0], "alice", "wonderland")
+    await client.allocate()
+    reply = await client.request(
+        Method.CHANNEL_BIND, (Attr.CHANNEL_NUMBER, 0x4001), (Attr.XOR_PEER_ADDRESS, info.udp[0])
+    )
+    assert code_of(reply) == 403
+    # Another port of that address is an ordinary (allowed) loopback peer.
+    other = (listen_ip, info.udp[0][1] + 1)
+    reply = await client.request(
+        Method.CHANNEL_BIND, (Attr.CHANNEL_NUMBER, 0x4002), (Attr.XOR_PEER_ADDRESS, other)
+    )
+    assert reply.cls == MessageClass.SUCCESS, reply.get(Attr.ERROR_CODE)
 
 
 async def test_peer_policy_on_an_ipv6_relay(
     nursery: trio.Nursery, sockets: list[trio.socket.SocketType]
 ) -> None:
     """On an IPv6 relay every IPv6 form, IPv4-mapped included, meets the policy: 403."""
-    info = await nursery.start(serve, turn_config(listen=(("::1", free_port("::1")),),
+    info = await start_server(nursery, turn_config(listen=(("::1", 0),),
                                                   relay_ip="::1"))
     sock = trio.socket.socket(trio.socket.AF_INET6, trio.socket.SOCK_DGRAM)
     sockets.append(sock)
@@ -293,14 +339,18 @@ async def test_peer_policy_on_an_ipv6_relay(
 async def test_external_ip_is_advertised(
     nursery: trio.Nursery, sockets: list[trio.socket.SocketType]
 ) -> None:
-    info = await nursery.start(serve, turn_config(external_ip=("203.0.113.10", PRIMARY_IP)))
+    info = await start_server(nursery, turn_config(external_ip=("203.0.113.10", PRIMARY_IP)))
     client = TurnClient(await udp(sockets), info.udp[0], "alice", "wonderland")
     relay = await client.allocate()
     assert relay[0] == "203.0.113.10" and 49152 <= relay[1] <= 65535
 
 
 async def test_closing_the_tcp_connection_ends_its_allocation(nursery: trio.Nursery) -> None:
-    info = await nursery.start(serve, turn_config(relay_ports=(41000, 41009)))
+    # Relay ports of this process's own (see private_loopback_ip): once the allocation
+    # has let go of one, nothing else can take it before this test binds it.
+    low, high = PRIVATE_PORTS[10], PRIVATE_PORTS[19]
+    info = await start_server(nursery, turn_config(relay_ip=private_loopback_ip(),
+                                                   relay_ports=(low, high)))
     stream = await trio.open_tcp_stream(*info.tcp[0])
     framer = StreamFramer()
     nonce = None
@@ -319,17 +369,32 @@ async def test_closing_the_tcp_connection_ends_its_allocation(nursery: trio.Nurs
         nonce = reply.get(Attr.NONCE)
     assert reply.cls == MessageClass.SUCCESS
     relay = reply.get(Attr.XOR_RELAYED_ADDRESS)
-    assert 41000 <= relay[1] <= 41009
-    probe = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
-    with probe:
+    assert relay[0] == private_loopback_ip() and low <= relay[1] <= high
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as binder:
         with pytest.raises(OSError):
-            await probe.bind(relay)  # held by the allocation
+            binder.bind(relay)  # held by the allocation
         await stream.aclose()
-        # The server notices the close and frees the relay port: wait for it (bounded).
-        with trio.fail_after(3):
-            while True:
-                try:
-                    await probe.bind(relay)
-                    break
-                except OSError:
-                    await trio.sleep(0.02)
+        # The server notices the close and closes the relay socket. Wait for that on the
+        # wire: a datagram to the relay port is dropped silently while the allocation
+        # holds it (no permission) and draws an ICMP port unreachable once it is closed,
+        # which a connected UDP socket reports as ConnectionRefusedError.
+        with trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM) as probe:
+            await probe.bind((PRIMARY_IP, 0))
+            await probe.connect(relay)
+            with trio.fail_after(3):
+                while not await refused(probe, timeout=0.05):
+                    pass
+        binder.bind(relay)  # and the port is free again
+
+
+async def refused(sock: trio.socket.SocketType, *, timeout: float) -> bool:
+    """Send one datagram on connected ``sock``: whether the destination port is closed
+    (ICMP port unreachable within ``timeout``; also reported by a later send)."""
+    try:
+        await sock.send(b"anyone there?")
+        with trio.move_on_after(timeout):
+            data = await sock.recv(100)
+            raise AssertionError(f"the relay answered: {data!r}")
+    except ConnectionRefusedError:
+        return True
+    return False
