@@ -1,0 +1,71 @@
+"""Write the seed corpora of the fuzz harnesses (tests/fuzz/corpus/*): the RFC 5769
+vectors and the messages real clients send first (a browser's Allocate, aioice's
+Binding with ICE attributes, coturn's uclient ChannelBind, ChannelData).
+
+    python tests/fuzz/make_seeds.py
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parents[1]))
+
+from natsrv.stun import Attr, ChangeRequest, MessageClass, Method  # noqa: E402
+from natsrv.stun.integrity import long_term_key  # noqa: E402
+from natsrv.stun.message import encode_message  # noqa: E402
+
+TID = bytes(range(12))
+
+
+def vectors() -> list[bytes]:
+    out = []
+    for path in sorted((HERE.parent / "vectors").glob("*.hex")):
+        lines = [ln.split("#")[0] for ln in path.read_text().splitlines()]
+        out.append(bytes.fromhex("".join(lines)))
+    return out
+
+
+def codec_seeds() -> list[bytes]:
+    key = long_term_key("alice", "fuzz.example", "secret")
+    signed = [(Attr.USERNAME, "alice"), (Attr.REALM, "fuzz.example"), (Attr.NONCE, "n" * 12)]
+    return [
+        *vectors(),
+        encode_message(Method.BINDING, MessageClass.REQUEST, TID, []),
+        encode_message(Method.BINDING, MessageClass.REQUEST, TID, [], fingerprint=True),
+        encode_message(Method.BINDING, MessageClass.REQUEST, TID + bytes(4), [], cookie=False),
+        encode_message(Method.BINDING, MessageClass.REQUEST, TID, [  # aioice / libwebrtc
+            (Attr.USERNAME, "abcd:efgh"), (Attr.PRIORITY, 1853824767),
+            (Attr.ICE_CONTROLLING, 0x1234567890), (Attr.USE_CANDIDATE, True)],
+            key=b"k" * 16, fingerprint=True),
+        encode_message(Method.BINDING, MessageClass.REQUEST, TID,
+                       [(Attr.CHANGE_REQUEST, ChangeRequest(True, True))]),
+        encode_message(Method.BINDING, MessageClass.REQUEST, TID,
+                       [(Attr.RESPONSE_PORT, 9), (Attr.PADDING, bytes(64))]),
+        encode_message(Method.ALLOCATE, MessageClass.REQUEST, TID,  # a browser's first
+                       [(Attr.REQUESTED_TRANSPORT, 17)], fingerprint=True),
+        encode_message(Method.ALLOCATE, MessageClass.REQUEST, TID,
+                       [(Attr.REQUESTED_TRANSPORT, 17), *signed], key=key, fingerprint=True),
+        encode_message(Method.CHANNEL_BIND, MessageClass.REQUEST, TID,  # turnutils_uclient
+                       [(Attr.CHANNEL_NUMBER, 0x4000),
+                        (Attr.XOR_PEER_ADDRESS, ("203.0.113.5", 5000)), *signed], key=key),
+        encode_message(Method.SEND, MessageClass.INDICATION, TID,
+                       [(Attr.XOR_PEER_ADDRESS, ("203.0.113.5", 5000)), (Attr.DATA, b"hi")]),
+        b"\x40\x00\x00\x05hello\x00\x00\x00",
+    ]  # fmt: skip
+
+
+def main() -> None:
+    for name, seeds in (("codec", codec_seeds()), ("turn", [bytes(range(i, i + 40))
+                                                          for i in range(0, 200, 40)])):
+        target = HERE / "corpus" / name
+        target.mkdir(parents=True, exist_ok=True)
+        for seed in seeds:
+            (target / hashlib.sha1(seed).hexdigest()).write_bytes(seed)
+
+
+if __name__ == "__main__":
+    main()
