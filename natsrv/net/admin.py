@@ -1,7 +1,7 @@
 """The admin HTTP listener (``--metrics-listen``): ``/metrics``, ``/sessions``,
 ``/healthz``, ``/readyz``.
 
-A deliberately small HTTP/1.1 server on trio: GET and HEAD only, one request per
+A deliberately small HTTP/1.1 server on trio: GET and HEAD (and ``POST /drain``), one request per
 connection (``Connection: close``), the request head bounded in size and time, a bounded
 number of connections at once. It is meant for loopback or a private network (a
 Prometheus scraper, a Kubernetes probe, ``natsrv sessions``), never for the internet.
@@ -11,6 +11,7 @@ Prometheus scraper, a Kubernetes probe, ``natsrv sessions``), never for the inte
 * ``/sessions``: the live allocations as JSON (``TurnServer.sessions``).
 * ``/healthz``: 200 while the process runs its loop.
 * ``/readyz``: 200 while listening and not draining, else 503.
+* ``POST /drain``: start draining (what the first SIGTERM does).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ class AdminRoutes:
     collector: Collector
     sessions: Callable[[], list[dict[str, object]]]
     ready: Callable[[], bool]
+    drain: Callable[[], None] = lambda: None
 
 
 def _response(status: str, body: bytes, content_type: str, head_only: bool) -> bytes:
@@ -57,9 +59,12 @@ def answer(routes: AdminRoutes, registry: CollectorRegistry, head: bytes) -> byt
         return _response("400 Bad Request", b"bad request\n", "text/plain", False)
     method, target, _ = parts
     head_only = method == "HEAD"
+    path = target.split("?", 1)[0]
+    if method == "POST" and path == "/drain":
+        routes.drain()
+        return _response("202 Accepted", b"draining\n", "text/plain", False)
     if method not in ("GET", "HEAD"):
         return _response("405 Method Not Allowed", b"GET only\n", "text/plain", False)
-    path = target.split("?", 1)[0]
     if path == "/metrics":
         return _response("200 OK", generate_latest(registry), CONTENT_TYPE_LATEST, head_only)
     if path == "/sessions":

@@ -363,6 +363,7 @@ async def serve(
                     Collector(metrics, lambda: info.server),
                     sessions=(lambda: turn.sessions(clock())) if turn is not None else list,
                     ready=lambda: not info.draining,
+                    drain=info.drain,
                 )
                 nursery.start_soon(serve_admin, admin_listeners, routes)
                 for addr in info.admin:
