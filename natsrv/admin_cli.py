@@ -143,4 +143,42 @@ def drain_main(argv: Sequence[str]) -> int:
     return 0
 
 
-__all__ = ["drain_main", "sessions_main", "user_main"]
+def ping_main(argv: Sequence[str]) -> int:
+    """Send one Binding request; exit 0 if the answer comes (a container health check)."""
+    import secrets
+    import socket
+
+    from .config import ConfigError, parse_endpoint
+    from .stun import Attr, MessageClass, Method, ParseError, decode_untrusted
+    from .stun.message import encode_message
+
+    parser = _Parser(prog="natsrv ping", description="send one STUN Binding request")
+    parser.add_argument("server", metavar="IP[:PORT]", help="default port 3478")
+    parser.add_argument("--timeout", type=float, default=2.0, metavar="SECONDS")
+    args = parser.parse_args(list(argv))
+    try:
+        ip, port = parse_endpoint("server", args.server)
+    except ConfigError as exc:
+        parser.error(str(exc))
+    tid = secrets.token_bytes(12)
+    family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(args.timeout)
+        try:
+            sock.sendto(encode_message(Method.BINDING, MessageClass.REQUEST, tid, []), (ip, port))
+            while True:
+                data, _ = sock.recvfrom(2048)
+                try:
+                    answer = decode_untrusted(data)
+                except ParseError:
+                    continue
+                if answer.transaction_id == tid and answer.cls == MessageClass.SUCCESS:
+                    mapped = answer.get(Attr.XOR_MAPPED_ADDRESS)
+                    print(f"{ip}:{port} answered: mapped address {mapped[0]}:{mapped[1]}")
+                    return 0
+        except OSError as exc:  # a timeout or ICMP unreachable
+            print(f"natsrv: ping: no answer from {ip}:{port}: {exc}", file=sys.stderr)
+            return 1
+
+
+__all__ = ["drain_main", "ping_main", "sessions_main", "user_main"]
