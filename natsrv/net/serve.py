@@ -55,6 +55,8 @@ class ServerInfo:
     admin: list[Address] = field(default_factory=list)
     metrics: Metrics = field(default_factory=Metrics)
     server: Server | None = None
+    #: The configuration in force (the last one reloaded).
+    config: Config | None = None
     #: Set once draining has started and no allocation is left.
     drained: trio.Event = field(default_factory=trio.Event)
     _drain_requested: trio.Event = field(default_factory=trio.Event)
@@ -319,6 +321,7 @@ async def serve(
         server = Server(bindings, turn, counters=metrics.counters, software=config.software)
         shell = Shell(server, relays, metrics, clock)
         info.server = server
+        info.config = config
         current = [config]
 
         def reload(new: Config) -> list[str]:
@@ -334,7 +337,7 @@ async def serve(
             logging.getLogger().setLevel(new.log_level.upper())
             keys = [k for k in RESTART_KEYS if getattr(new, k) != getattr(old, k)]
             keys += [k.replace("relay_ips", "relay_ip") for k in restart if k not in keys]
-            current[0] = new
+            current[0] = info.config = new
             return sorted(set(keys))
 
         info._reload = reload
