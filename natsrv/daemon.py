@@ -65,8 +65,8 @@ def startup_warnings(config: Config) -> list[str]:
         relay = config.relay_ip or next(
             (ip for ip, _ in config.listen if ip not in ("0.0.0.0", "::")), None
         )
-        unexplained = relay is not None and config.external_ip is None
-        if unexplained and relay not in ("0.0.0.0", "::") and not _is_local_address(relay):
+        wildcard = relay in (None, "0.0.0.0", "::")
+        if relay and not wildcard and config.external_ip is None and not _is_local_address(relay):
             out.append(f"relay address {relay} is not an address of this host and no "
                        "external-ip maps it: clients will get a relay they cannot use")
     return out
