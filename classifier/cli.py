@@ -18,6 +18,7 @@ import json
 import re
 import socket
 import sys
+import time
 from collections.abc import Sequence
 from typing import NoReturn
 
@@ -25,6 +26,7 @@ import trio
 
 from .run import Observer, Settings, classify_both
 from .transport import DEFAULT_TIMING, Endpoint
+from .verdict import NatType
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -114,6 +116,8 @@ def build_parser() -> _Parser:
     p.add_argument("--local", metavar="IP[:PORT]",
                    help="local address to send from (the port is used by the classic tests)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--ascii", action="store_true",
+                   help="plain ASCII table (the default when standard output is not a terminal)")
     p.add_argument("--timeout", metavar="SECONDS", default=str(DEFAULT_TIMING.total),
                    help=f"how long an unanswered request is retried (default "
                    f"{DEFAULT_TIMING.total:g}); the retransmission timer scales with it")
@@ -187,6 +191,7 @@ def main(argv: Sequence[str]) -> int:
 
     from . import report  # rich is imported only once the arguments are known to be good
 
+    started = time.time()
     observer: Observer = Observer()
     progress = report.ProgressDisplay() if sys.stderr.isatty() else None
     try:
@@ -204,10 +209,16 @@ def main(argv: Sequence[str]) -> int:
         return _fail("interrupted", EXIT_FAILURE)
 
     if args.json:
-        sys.stdout.write(json.dumps(report.report_json(result, v6), indent=2) + "\n")
+        out = {**report.report_json(result, v6), "meta": report.run_metadata(started)}
+        sys.stdout.write(json.dumps(out, indent=2) + "\n")
         sys.stdout.flush()
     else:
-        report.print_table(result, v6)
+        report.print_table(result, v6, ascii_only=args.ascii or not sys.stdout.isatty())
+    if result.verdict.nat_type is NatType.UDP_BLOCKED:
+        # Silence from the server cannot tell blocked UDP from a server that is down.
+        print("natsrv classify: no answer from the server; UDP may be blocked or the "
+              "server down", file=sys.stderr)  # fmt: skip
+        return EXIT_INCONCLUSIVE
     return EXIT_INCONCLUSIVE if result.verdict.inconclusive else EXIT_OK
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import sys
 from typing import Any, TextIO
 
+from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -226,8 +227,8 @@ def summary_table(result: Result, title: str) -> Table:
     if life is not None:
         found = life.result
         if found is None or found.lower_s is None:
-            why = life.reason if found is None else found.reason
-            table.add_row("Binding lifetime", Text(f"unknown: {why}"))
+            unknown = life.reason if found is None else found.reason
+            table.add_row("Binding lifetime", Text(f"unknown: {unknown}"))
         else:
             upper = f"{found.upper_s:g} s" if found.upper_s is not None else "the limit"
             keep = f"{found.keepalive_s} s" if found.keepalive_s else "-"
@@ -258,16 +259,50 @@ def probes_table(result: Result) -> Table:
     return table
 
 
-def print_table(result: Result, ipv6: Result | Skipped | None, file: TextIO | None = None) -> None:
+def run_metadata(started: float) -> JSON:
+    """What a saved ``--json`` report needs to be read later: the tool and its version,
+    when the run started (RFC 3339, UTC) and the host it ran on."""
+    import datetime
+    import platform
+
+    from natsrv import __version__
+
+    stamp = datetime.datetime.fromtimestamp(started, datetime.UTC)
+    return {
+        "tool": "natsrv classify",
+        "version": __version__,
+        "started": stamp.isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "host": {"name": platform.node(), "system": platform.system(),
+                 "release": platform.release(), "python": platform.python_version()},
+    }  # fmt: skip
+
+
+def print_table(
+    result: Result,
+    ipv6: Result | Skipped | None,
+    file: TextIO | None = None,
+    *,
+    ascii_only: bool = False,
+) -> None:
+    """The tables and notes; ``ascii_only`` draws them with plain ASCII (for logs,
+    e-mail and terminals without box-drawing characters)."""
     out = file or sys.stdout
     # A pipe or file gets the whole table, not one cut to 80 columns.
-    console = Console(file=out, highlight=False, width=None if out.isatty() else 160)
-    console.print(summary_table(result, f"NAT classification (IPv{result.ip_version})"))
-    console.print(probes_table(result))
+    console = Console(file=out, highlight=False, width=None if out.isatty() else 160,
+                      safe_box=True, no_color=ascii_only)  # fmt: skip
+    summary = summary_table(result, f"NAT classification (IPv{result.ip_version})")
+    probes = probes_table(result)
+    if ascii_only:
+        summary.box = probes.box = box.ASCII
+    console.print(summary)
+    console.print(probes)
     for note in result.verdict.notes:
         console.print(Text(f"note: {note}"))
     if isinstance(ipv6, Result):
-        console.print(summary_table(ipv6, "IPv6"))
+        table = summary_table(ipv6, "IPv6")
+        if ascii_only:
+            table.box = box.ASCII
+        console.print(table)
         for note in ipv6.verdict.notes:
             console.print(Text(f"IPv6 note: {note}"))
     elif isinstance(ipv6, Skipped):

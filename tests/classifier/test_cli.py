@@ -158,13 +158,32 @@ async def test_inconclusive_is_exit_3_with_the_reason(nursery: trio.Nursery) -> 
             "reason": obj["reason"]} in obj["undetermined"]
 
 
-async def test_udp_blocked_is_a_verdict() -> None:
+async def test_no_answer_at_all_says_so_and_exits_inconclusive() -> None:
+    # Silence cannot tell blocked UDP from a server that is down: exit 3, and say both.
     done = await run_cli(f"{PRIMARY_IP}:{free_port()}", "--json", "--timeout", "0.2")
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == 3, done.stderr
+    assert done.stderr == (b"natsrv classify: no answer from the server; UDP may be "
+                           b"blocked or the server down\n")
     obj = json.loads(done.stdout)
     assert obj["nat_type"] == "udp-blocked"
     assert obj["reason_code"] == "no-response-from-server"
     assert obj["duration_s"] < 1.0
+
+
+async def test_json_carries_tool_version_time_and_host(stun_server: ServerInfo) -> None:
+    from natsrv import __version__
+
+    done = await run_cli(server_arg(stun_server), "--json")
+    meta = json.loads(done.stdout)["meta"]
+    assert meta["tool"] == "natsrv classify" and meta["version"] == __version__
+    assert meta["started"].endswith("Z") and meta["host"]["name"]
+
+
+async def test_ascii_table_has_no_box_drawing(stun_server: ServerInfo) -> None:
+    done = await run_cli(server_arg(stun_server), "--ascii")
+    text = done.stdout.decode()
+    assert "NAT type" in text and "+--" in text
+    assert all(ord(c) < 128 for c in text), [c for c in text if ord(c) >= 128][:5]
 
 
 async def test_table_ends_with_one_plain_sentence(stun_server: ServerInfo) -> None:
