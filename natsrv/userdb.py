@@ -128,49 +128,39 @@ def _check(name: str, realm: str, password: str | None = None) -> None:
         raise UserDbError("user: the password must not be empty")
 
 
-def add_user(path: str | Path, name: str, realm: str, password: str) -> None:
-    _check(name, realm, password)
-    md5, sha256 = _keys(name, realm, password)
+def _write(path: str | Path, sql: str, params: tuple[object, ...]) -> int:
+    """Run one change; the number of rows it touched."""
     conn = _connect(path, write=True)
     try:
-        conn.execute("INSERT INTO users VALUES (?, ?, ?, ?)", (name, realm, md5, sha256))
-    except sqlite3.IntegrityError:
-        raise UserDbError(f"user: {name!r} already exists in realm {realm!r}") from None
+        return conn.execute(sql, params).rowcount
     except sqlite3.Error as exc:
         raise UserDbError(f"user-db: cannot write {path}: {exc}") from None
     finally:
         conn.close()
+
+
+def add_user(path: str | Path, name: str, realm: str, password: str) -> None:
+    _check(name, realm, password)
+    md5, sha256 = _keys(name, realm, password)
+    try:
+        _write(path, "INSERT INTO users VALUES (?, ?, ?, ?)", (name, realm, md5, sha256))
+    except UserDbError as exc:
+        if isinstance(exc.__context__, sqlite3.IntegrityError):
+            raise UserDbError(f"user: {name!r} already exists in realm {realm!r}") from None
+        raise
 
 
 def set_password(path: str | Path, name: str, realm: str, password: str) -> None:
     _check(name, realm, password)
     md5, sha256 = _keys(name, realm, password)
-    conn = _connect(path, write=True)
-    try:
-        changed = conn.execute(
-            "UPDATE users SET md5_key = ?, sha256_key = ? WHERE name = ? AND realm = ?",
-            (md5, sha256, name, realm),
-        ).rowcount
-    except sqlite3.Error as exc:
-        raise UserDbError(f"user-db: cannot write {path}: {exc}") from None
-    finally:
-        conn.close()
-    if not changed:
+    sql = "UPDATE users SET md5_key = ?, sha256_key = ? WHERE name = ? AND realm = ?"
+    if not _write(path, sql, (md5, sha256, name, realm)):
         raise UserDbError(f"user: no user {name!r} in realm {realm!r}")
 
 
 def delete_user(path: str | Path, name: str, realm: str) -> None:
     _check(name, realm)
-    conn = _connect(path, write=True)
-    try:
-        changed = conn.execute(
-            "DELETE FROM users WHERE name = ? AND realm = ?", (name, realm)
-        ).rowcount
-    except sqlite3.Error as exc:
-        raise UserDbError(f"user-db: cannot write {path}: {exc}") from None
-    finally:
-        conn.close()
-    if not changed:
+    if not _write(path, "DELETE FROM users WHERE name = ? AND realm = ?", (name, realm)):
         raise UserDbError(f"user: no user {name!r} in realm {realm!r}")
 
 
