@@ -107,7 +107,7 @@ class Config:
     listen: tuple[Address, ...] = (("0.0.0.0", DEFAULT_PORT),)
     alt_ip: str | None = None
     alt_port: int | None = None
-    software: str | None = "natsrv"
+    software: str | None = None
     log_level: str = "info"
     udp: bool = True
     tcp: bool = True
@@ -115,7 +115,7 @@ class Config:
     tcp_idle_timeout: float = 300.0
     tcp_max_connections: int = 2000
     max_message_size: int = 65535 + 4
-    mapped_address: bool = True
+    mapped_address: bool = False
     # -- TLS (RFC 8489 §6.2.3, RFC 8656 §3.1) -------------------------------------------
     tls_port: int | None = None
     tls_cert: str | None = None

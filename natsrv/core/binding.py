@@ -54,7 +54,7 @@ class BindingConfig:
     software: str | None = None
     #: Include MAPPED-ADDRESS in modern responses too (RFC 8489 §14.1 compatibility;
     #: lets a classifier spot an ALG that rewrites addresses).
-    mapped_address: bool = True
+    mapped_address: bool = False
 
     @property
     def rfc5780(self) -> bool:

@@ -63,11 +63,31 @@ async def test_binding_response_attributes(stun_server: ServerInfo) -> None:
     assert src == primary
     assert reply.cls == MessageClass.SUCCESS and reply.transaction_id == req.transaction_id
     assert reply.get(Attr.XOR_MAPPED_ADDRESS) == me
-    assert reply.get(Attr.MAPPED_ADDRESS) == me
+    assert Attr.MAPPED_ADDRESS not in reply  # only with mapped-address = true
     assert reply.get(Attr.RESPONSE_ORIGIN) == primary
     assert reply.get(Attr.OTHER_ADDRESS) == alt_both == (ALT_IP, alt_port_ep[1])
     assert reply.get(Attr.SOFTWARE) == "natsrv-test"
     assert reply.attributes[-1][0] == Attr.FINGERPRINT  # verified by decode_untrusted
+
+
+async def test_default_answer_reflects_no_more_than_xor_mapped_address(
+    nursery: trio.Nursery,
+) -> None:
+    # The defaults: no alternate, no SOFTWARE, no MAPPED-ADDRESS. A 20-byte Binding gets
+    # 32 bytes (1.25x at the IP level), 40 with FINGERPRINT when it sent one.
+    info = await start_server(nursery, Config(listen=((PRIMARY_IP, 0),)).validate())
+    sock = await client_socket()
+    for fingerprint, size in ((False, 32), (True, 40)):
+        await sock.sendto(request().encode(fingerprint=fingerprint), info.udp[0])
+        with trio.fail_after(2):
+            raw, _ = await sock.recvfrom(2048)
+        assert len(raw) == size
+        assert [t for t, _ in decode_untrusted(raw).attributes] == (
+            [Attr.XOR_MAPPED_ADDRESS] + ([Attr.FINGERPRINT] if fingerprint else []))
+    with_mapped = await start_server(
+        nursery, Config(listen=((PRIMARY_IP, 0),), mapped_address=True).validate())
+    reply, _ = await exchange(sock, request().encode(), with_mapped.udp[0])
+    assert reply.get(Attr.MAPPED_ADDRESS) == sock.getsockname()
 
 
 async def test_every_endpoint_answers_with_its_own_other_address(stun_server: ServerInfo) -> None:
