@@ -1,23 +1,47 @@
 """One typed configuration, from a TOML file and command-line flags (flags win).
 
-Keys in the TOML file are the long flag names without the dashes (``alt-ip``,
-``relay-ports``; ``alt_ip`` is accepted too). Every value is checked here; a bad one
-raises :class:`ConfigError` naming the key, which the CLI prints as one line before
-exiting with status 2.
+Every setting is declared once, as a field of :class:`Config` whose metadata is a
+:class:`Setting`: its TOML key (the long flag without the dashes), flag, metavar,
+parser, unit, default, check and help text. From that one table come the TOML parser
+(:func:`load_toml`), the ``natsrv serve`` flags and their ``--help`` text
+(:func:`add_flags`, :func:`values_from_flags`), the README's configuration tables
+(:func:`markdown_table`) and ``deploy/natsrv.toml`` (:func:`example_toml`); tests keep
+the last two in step with it.
+
+A setting's parser turns what was written (a TOML value or a flag's text) into the
+field's type, refusing any other type; its check bounds the typed value. Both run on
+every value read; :meth:`Config.validate` runs every check again (for a ``Config``
+built in code) and then the rules that tie settings together. A bad value raises
+:class:`ConfigError` naming the key, which the CLI prints as one line before exiting
+with status 2. ``alt_ip`` is accepted for ``alt-ip`` in a file.
 """
 
 from __future__ import annotations
 
+import argparse
 import ipaddress
+import json
+import os
+import sys
+import textwrap
 import tomllib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 Address = tuple[str, int]
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 DEFAULT_PORT = 3478
 DEFAULT_TLS_PORT = 5349
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+DEFAULT_FAMILIES = ("ipv4", "listener")
+
+#: Sections of the schema: the README heading each one's table sits under.
+SECTIONS = {"server": "Running the server", "turn": "TURN relay"}
+
+T = TypeVar("T")
 
 
 class ConfigError(ValueError):
@@ -28,33 +52,93 @@ class ConfigError(ValueError):
         super().__init__(f"{key}: {problem}")
 
 
-def parse_ip(key: str, text: str) -> str:
+# -- Parsers: what was written -> the field's type ------------------------------------------
+def _kind(value: object) -> str:
+    """The TOML type of ``value``, for messages that must not echo it."""
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a number"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a table"
+    return "a date or time"
+
+
+def parse_text(key: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise ConfigError(key, f"expected a string, not {_kind(value)}")
+    return value
+
+
+def _lower_text(key: str, value: Any) -> str:
+    return parse_text(key, value).lower()
+
+
+def _optional_text(key: str, value: Any) -> str | None:
+    """A string; empty means none."""
+    return parse_text(key, value) or None
+
+
+def parse_ip(key: str, text: Any) -> str:
     try:
-        return str(ipaddress.ip_address(str(text).strip("[]")))
+        return str(ipaddress.ip_address(parse_text(key, text).strip("[]")))
     except ValueError:
         raise ConfigError(key, f"not an IP address: {text!r}") from None
 
 
-def parse_port(key: str, value: Any, *, allow_zero: bool = True) -> int:
-    try:
-        port = int(value)
-    except (TypeError, ValueError):
-        raise ConfigError(key, f"not a port number: {value!r}") from None
-    if not (0 if allow_zero else 1) <= port <= 65535:
-        raise ConfigError(key, f"port out of range 0-65535: {value!r}")
-    return port
+def _whole(key: str, value: Any, what: str) -> int:
+    """An integer, or a string of one: not a boolean, not a fraction."""
+    if isinstance(value, int | str) and not isinstance(value, bool):
+        try:
+            return int(value)
+        except ValueError:
+            pass
+    raise ConfigError(key, f"not {what}: {value!r}")
 
 
-def parse_endpoint(key: str, text: str, default_port: int = DEFAULT_PORT) -> Address:
+def _number(key: str, value: Any, what: str) -> float:
+    """An integer, a float, or a string of one: not a boolean."""
+    if isinstance(value, int | float | str) and not isinstance(value, bool):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    raise ConfigError(key, f"not {what}: {value!r}")
+
+
+def parse_port(key: str, value: Any) -> int:
+    """A port number, syntax only: ``_port_range`` bounds it."""
+    return _whole(key, value, "a port number")
+
+
+def parse_seconds(key: str, value: Any) -> float:
+    return _number(key, value, "a number of seconds")
+
+
+def parse_rate(key: str, value: Any) -> float:
+    return _number(key, value, "a number per second")
+
+
+def parse_count(key: str, value: Any) -> int:
+    return _whole(key, value, "a whole number")
+
+
+def parse_endpoint(key: str, text: Any, default_port: int = DEFAULT_PORT) -> Address:
     """``IP``, ``IP:PORT``, ``[IPv6]:PORT`` or a bare IPv6 address."""
-    text = str(text).strip()
+    text = parse_text(key, text).strip()
     if text.startswith("["):
         host, sep, rest = text[1:].partition("]")
         if not sep:
             raise ConfigError(key, f"unclosed '[' in {text!r}")
-        port = parse_port(key, rest[1:]) if rest.startswith(":") else default_port
         if rest and not rest.startswith(":"):
             raise ConfigError(key, f"cannot parse {text!r} as IP[:PORT]")
+        port = parse_port(key, rest[1:]) if rest else default_port
         return parse_ip(key, host), port
     if text.count(":") == 1:
         host, _, port_text = text.partition(":")
@@ -62,101 +146,405 @@ def parse_endpoint(key: str, text: str, default_port: int = DEFAULT_PORT) -> Add
     return parse_ip(key, text), default_port
 
 
-def parse_network(key: str, text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+def parse_network(key: str, text: Any) -> Network:
     try:
-        return ipaddress.ip_network(str(text), strict=False)
+        return ipaddress.ip_network(parse_text(key, text), strict=False)
     except ValueError:
         raise ConfigError(key, f"not a CIDR range: {text!r}") from None
 
 
-def parse_seconds(key: str, value: Any, *, minimum: float = 0.0) -> float:
-    try:
-        seconds = float(value)
-    except (TypeError, ValueError):
-        raise ConfigError(key, f"not a number of seconds: {value!r}") from None
-    if seconds < minimum or seconds != seconds:
-        raise ConfigError(key, f"must be at least {minimum:g} seconds: {value!r}")
-    return seconds
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
 
 
-def parse_rate(key: str, value: Any) -> float:
-    """A rate per second: a finite number, 0 or more (0 meaning no limit)."""
-    try:
-        rate = float(value)
-    except (TypeError, ValueError):
-        raise ConfigError(key, f"not a number per second: {value!r}") from None
-    if not 0 <= rate < float("inf"):
-        raise ConfigError(key, f"must be a finite number per second, 0 or more: {value!r}")
-    return rate
+def _listen(key: str, value: Any) -> tuple[Address, ...]:
+    return tuple(parse_endpoint(key, e) for e in _list(value))
 
 
-def parse_count(key: str, value: Any, *, minimum: int = 0) -> int:
-    try:
-        count = int(value)
-    except (TypeError, ValueError):
-        raise ConfigError(key, f"not a whole number: {value!r}") from None
-    if count < minimum:
-        raise ConfigError(key, f"must be at least {minimum}: {value!r}")
-    return count
+def _endpoint_9641(key: str, value: Any) -> Address:
+    return parse_endpoint(key, value, 9641)
+
+
+def _networks(key: str, value: Any) -> tuple[Network, ...]:
+    return tuple(parse_network(key, e) for e in _list(value))
+
+
+def _users(key: str, value: Any) -> tuple[tuple[str, str], ...]:
+    """A table ``{name = "password"}``, or ``NAME:PASSWORD`` strings (one or a list)."""
+    items: list[tuple[str, str]] = []
+    if isinstance(value, dict):
+        for name, password in value.items():
+            if not isinstance(password, str):
+                raise ConfigError(key, f"password of {name!r} is not a string")
+            items.append((name, password))
+    else:
+        for entry in _list(value):
+            if not isinstance(entry, str):
+                raise ConfigError(key, f"expected NAME:PASSWORD, not {_kind(entry)}")
+            name, sep, password = entry.partition(":")
+            if not sep:
+                raise ConfigError(key, f"expected NAME:PASSWORD, got {entry!r}")
+            items.append((name, password))
+    if any(not name for name, _ in items):
+        raise ConfigError(key, "a user name is empty")
+    return tuple(items)
+
+
+def _relay_ports(key: str, value: Any) -> tuple[int, int]:
+    if isinstance(value, list) and len(value) == 2:
+        low, high = value
+    elif isinstance(value, str) and "-" in value:
+        low, _, high = value.partition("-")
+    else:
+        raise ConfigError(key, f"expected LOW-HIGH, got {value!r}")
+    return parse_port(key, low), parse_port(key, high)
+
+
+def _external_ip(key: str, value: Any) -> tuple[str, str | None]:
+    public, _, private = parse_text(key, value).partition("/")
+    return parse_ip(key, public), parse_ip(key, private) if private else None
+
+
+def _bool(key: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).lower() if isinstance(value, str) else None
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(key, f"expected true or false, got {value!r}")
+
+
+# -- Checks: bounds on the typed value; a problem, or None -----------------------------------
+Check = Callable[[Any], "str | None"]
+
+
+def _port_range(port: int) -> str | None:
+    return None if 0 <= port <= 65535 else "port out of range 0-65535"
+
+
+def _listen_ports(listen: tuple[Address, ...]) -> str | None:
+    if not listen:
+        return "needs at least one address"
+    return next(filter(None, (_port_range(port) for _, port in listen)), None)
+
+
+def _relay_range(ports: tuple[int, int]) -> str | None:
+    low, high = ports
+    return None if 1 <= low <= high <= 65535 else "need LOW-HIGH within 1-65535"
+
+
+def _seconds_at_least(minimum: float) -> Check:
+    # ``not >=`` so that NaN fails too.
+    return lambda s: None if s >= minimum else f"must be at least {minimum:g} seconds"
+
+
+def _count_at_least(minimum: int) -> Check:
+    return lambda n: None if n >= minimum else f"must be at least {minimum}"
+
+
+def _count_within(low: int, high: int, unit: str) -> Check:
+    return lambda n: None if low <= n <= high else f"must be within {low}-{high} {unit}"
+
+
+def _finite_rate(rate: float) -> str | None:
+    if 0 <= rate < float("inf"):
+        return None
+    return "must be a finite number per second, 0 or more"
+
+
+def _one_of(choices: tuple[str, ...]) -> Check:
+    text = ", ".join(choices)
+    return lambda v: None if v in choices else f"not one of {text}"
+
+
+def _software_size(text: str) -> str | None:
+    return None if len(text.encode()) <= 128 else "longer than 128 bytes"
+
+
+def _not_empty(text: str) -> str | None:
+    return None if text else "is empty"
+
+
+# -- Showing a value the way it is written -----------------------------------------------------
+def _show_address(address: Address) -> str:
+    ip, port = address
+    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+
+
+def _show_listen(listen: tuple[Address, ...]) -> list[str]:
+    return [_show_address(a) for a in listen]
+
+
+def _show_relay_ports(ports: tuple[int, int]) -> str:
+    return f"{ports[0]}-{ports[1]}"
+
+
+def _show_external_ip(value: tuple[str, str | None]) -> str:
+    public, private = value
+    return f"{public}/{private}" if private else public
+
+
+def _show_users(users: tuple[tuple[str, str], ...]) -> list[str]:
+    return [f"{name}:{password}" for name, password in users]
+
+
+def _show_networks(networks: tuple[Network, ...]) -> list[str]:
+    return [str(n) for n in networks]
+
+
+# -- The schema ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Setting:
+    """How one ``Config`` field is written, read, checked and documented.
+
+    ``key`` is the TOML key and, with ``--``, the flag (``flag`` when that differs);
+    ``help`` may mark code with backticks (the README shows them, ``--help`` drops them).
+    ``metavar`` is None for a switch (``--tcp`` / ``--no-tcp``). ``unit`` is the unit of
+    a number. ``show`` turns a value back into what ``parse`` reads (the default is
+    shown that way); ``default_text`` says the default in words when the value alone
+    does not, and ``example`` is a TOML value for the example file when there is no
+    default to show. A ``secret`` is never echoed in a message.
+    """
+
+    key: str
+    parse: Callable[[str, Any], Any]
+    help: str
+    section: str
+    metavar: str | None
+    unit: str = ""
+    flag: str = ""
+    aliases: tuple[str, ...] = ()
+    repeatable: bool = False
+    check: Check | None = None
+    show: Callable[[Any], Any] | None = None
+    default_text: str = ""
+    example: str = ""
+    secret: bool = False
+    #: Filled in from the ``Config`` field.
+    name: str = ""
+    default: Any = None
+
+    @property
+    def flags(self) -> tuple[str, ...]:
+        if self.metavar is None:
+            return (f"--{self.key}", f"--no-{self.key}")
+        return (self.flag or f"--{self.key}",)
+
+    @property
+    def plain_help(self) -> str:
+        """``help`` without its Markdown code marks, for ``--help`` and the TOML file."""
+        return self.help.replace("`", "")
+
+    def shown(self, value: Any) -> Any:
+        """``value`` as written in a file or a flag: text, a number, a bool, a list."""
+        return value if self.show is None or value is None else self.show(value)
+
+    def problem(self, value: Any) -> str | None:
+        return None if self.check is None or value is None else self.check(value)
+
+    def read(self, key: str, raw: Any) -> Any:
+        """Parse and check ``raw`` (a TOML value or a flag's text) under ``key``."""
+        value = self.parse(key, raw)
+        problem = self.problem(value)
+        if problem is not None:
+            raise ConfigError(key, problem if self.secret else f"{problem}: {raw!r}")
+        return value
+
+
+def setting(default: T, key: str, parse: Callable[[str, Any], Any], help: str, *,
+            section: str = "server", metavar: str | None, **more: Any) -> T:
+    """A ``Config`` field declared with its :class:`Setting`."""
+    spec = Setting(key, parse, help, section, metavar, **more)
+    return field(default=default, metadata={"setting": spec})
 
 
 @dataclass(frozen=True)
 class Config:
     """Everything ``natsrv serve`` needs. Units are in the names: seconds, bytes, counts."""
 
-    listen: tuple[Address, ...] = (("0.0.0.0", DEFAULT_PORT),)
-    alt_ip: str | None = None
-    alt_port: int | None = None
-    software: str | None = None
-    log_level: str = "info"
-    udp: bool = True
-    tcp: bool = True
+    listen: tuple[Address, ...] = setting(
+        (("0.0.0.0", DEFAULT_PORT),), "listen", _listen,
+        "listen addresses; the first is the primary",
+        metavar="IP[:PORT]", repeatable=True, check=_listen_ports, show=_show_listen)
+    alt_ip: str | None = setting(
+        None, "alt-ip", parse_ip,
+        "alternate IP (RFC 5780 / RFC 3489); needs a specific `--listen`",
+        metavar="IP", example='"198.51.100.2"')
+    alt_port: int | None = setting(
+        None, "alt-port", parse_port, "alternate port (RFC 5780 / RFC 3489)",
+        metavar="PORT", check=_port_range, example="3479")
+    software: str | None = setting(
+        None, "software", _optional_text,
+        "SOFTWARE attribute (≤ 128 bytes); none by default: it only lengthens answers",
+        metavar="TEXT", check=_software_size, example='"natsrv"')
+    log_level: str = setting(
+        "info", "log-level", _lower_text, "debug, info, warning, error or critical",
+        metavar="LEVEL", check=_one_of(LOG_LEVELS))
+    udp: bool = setting(True, "udp", _bool, "STUN/TURN over UDP", metavar=None)
+    tcp: bool = setting(True, "tcp", _bool, "STUN/TURN over TCP", metavar=None)
     #: STUN over TCP/TLS (RFC 8489 §6.2.2): idle connections close after this long.
-    tcp_idle_timeout: float = 300.0
-    tcp_max_connections: int = 2000
-    max_message_size: int = 65535 + 4
-    mapped_address: bool = False
+    tcp_idle_timeout: float = setting(
+        300.0, "tcp-idle-timeout", parse_seconds,
+        "a TCP/TLS connection with no message for this long is closed",
+        metavar="SECONDS", unit="seconds", check=_seconds_at_least(1))
+    tcp_max_connections: int = setting(
+        2000, "tcp-max-connections", parse_count,
+        "concurrent TCP/TLS connections; when full, the oldest one holding no allocation "
+        "makes room",
+        metavar="N", check=_count_at_least(1))
+    max_message_size: int = setting(
+        65535 + 4, "max-message-size", parse_count,
+        "largest STUN/ChannelData frame on a stream (548-65539)",
+        metavar="BYTES", unit="bytes", check=_count_within(548, 65539, "bytes"))
+    mapped_address: bool = setting(
+        False, "mapped-address", _bool,
+        "MAPPED-ADDRESS beside XOR-MAPPED-ADDRESS (for old parsers and ALG detection)",
+        metavar=None)
     # -- TLS (RFC 8489 §6.2.3, RFC 8656 §3.1) -------------------------------------------
-    tls_port: int | None = None
-    tls_cert: str | None = None
-    tls_key: str | None = None
+    tls_port: int | None = setting(
+        None, "tls-port", parse_port, "STUN/TURN over TLS on this port",
+        metavar="PORT", check=_port_range,
+        default_text=f"{DEFAULT_TLS_PORT} when a certificate is given",
+        example=str(DEFAULT_TLS_PORT))
+    tls_cert: str | None = setting(
+        None, "tls-cert", parse_text, "TLS certificate chain (PEM); turns TLS on",
+        metavar="FILE", example='"/etc/natsrv/cert.pem"')
+    tls_key: str | None = setting(
+        None, "tls-key", parse_text, "TLS private key (PEM); goes with `tls-cert`",
+        metavar="FILE", example='"/etc/natsrv/key.pem"')
     # -- TURN (RFC 8656) -----------------------------------------------------------------
-    realm: str = "natsrv"
-    users: tuple[tuple[str, str], ...] = ()
-    auth_secret: str | None = None
-    nonce_lifetime: float = 600.0
-    relay_ip: str | None = None
-    relay_ports: tuple[int, int] = (49152, 65535)
-    external_ip: tuple[str, str | None] | None = None
-    allow_peer: tuple[Any, ...] = ()
-    deny_peer: tuple[Any, ...] = ()
-    default_lifetime: float = 600.0
-    max_lifetime: float = 3600.0
-    permission_lifetime: float = 300.0
-    channel_lifetime: float = 600.0
-    max_allocations: int = 10000
-    user_quota: int = 100
-    max_permissions: int = 64
-    max_channels: int = 64
-    #: Bytes per second per allocation; 0 means no cap.
-    bandwidth: int = 0
-    #: 401 answers per source IP per second (the server must be a poor reflector).
-    unauth_rate: float = 20.0
-    #: 401 answers per second from the whole server, all sources together; 0 means no
-    #: limit. One process authenticates at most ~15k new allocations/s, so 20000 never
-    #: holds back honest clients, while a flood of unsigned requests from spoofed
-    #: sources (each far cheaper to answer than a whole allocation) gets at most
-    #: ~16 Mbit/s of ~100-byte answers reflected.
-    unauth_global_rate: float = 20000.0
-    #: ``ipv4`` (RFC 8656 §7.2 default) or ``listener``: the family of the listening socket.
-    default_family: str = "ipv4"
-    alternate_server: tuple[Address, ...] = ()
-    password_algorithms: bool = False
-    drain_timeout: float = 30.0
-    metrics_listen: Address | None = None
-    tcp_max_per_source: int = 64
-    tcp_first_message_timeout: float = 5.0
-    tls_handshake_timeout: float = 5.0
+    realm: str = setting(
+        "natsrv", "realm", parse_text, "REALM of the long-term credentials",
+        section="turn", metavar="REALM")
+    users: tuple[tuple[str, str], ...] = setting(
+        (), "users", _users,
+        'static users (in a file: a table `{name = "password"}` or `NAME:PASSWORD` strings)',
+        section="turn", metavar="NAME:PASSWORD", flag="--user", aliases=("user",),
+        repeatable=True, show=_show_users, example='{ alice = "change-me" }')
+    auth_secret: str | None = setting(
+        None, "auth-secret", parse_text,
+        "TURN REST shared secret (username `EXPIRY[:USER]`, "
+        "password base64(HMAC-SHA1(secret, username)))",
+        section="turn", metavar="SECRET", check=_not_empty, secret=True,
+        example='"change-me"')
+    nonce_lifetime: float = setting(
+        600.0, "nonce-lifetime", parse_seconds, "a nonce older than this is stale (438)",
+        section="turn", metavar="SECONDS", unit="seconds", check=_seconds_at_least(1))
+    relay_ip: str | None = setting(
+        None, "relay-ip", parse_ip,
+        "address relay sockets bind to (needed when listening on a wildcard)",
+        section="turn", metavar="IP", default_text="the listen address",
+        example='"198.51.100.1"')
+    relay_ports: tuple[int, int] = setting(
+        (49152, 65535), "relay-ports", _relay_ports, "relay port range",
+        section="turn", metavar="LOW-HIGH", check=_relay_range, show=_show_relay_ports)
+    external_ip: tuple[str, str | None] | None = setting(
+        None, "external-ip", _external_ip,
+        "advertise PUBLIC in XOR-RELAYED-ADDRESS (server behind a 1:1 cloud NAT)",
+        section="turn", metavar="PUBLIC[/PRIVATE]", show=_show_external_ip,
+        example='"203.0.113.10/10.0.0.5"')
+    allow_peer: tuple[Any, ...] = setting(
+        (), "allow-peer", _networks, "peer ranges admitted despite the default denials",
+        section="turn", metavar="CIDR", repeatable=True, show=_show_networks,
+        example='["198.51.100.0/24"]')
+    deny_peer: tuple[Any, ...] = setting(
+        (), "deny-peer", _networks, "peer ranges refused (wins over `allow-peer`)",
+        section="turn", metavar="CIDR", repeatable=True, show=_show_networks,
+        example='["203.0.113.0/24"]')
+    default_lifetime: float = setting(
+        600.0, "default-lifetime", parse_seconds,
+        "allocation lifetime when the client asks none (at most `max-lifetime`)",
+        section="turn", metavar="SECONDS", unit="seconds", check=_seconds_at_least(1))
+    max_lifetime: float = setting(
+        3600.0, "max-lifetime", parse_seconds, "longest allocation lifetime granted",
+        section="turn", metavar="SECONDS", unit="seconds", check=_seconds_at_least(1))
+    permission_lifetime: float = setting(
+        300.0, "permission-lifetime", parse_seconds, "permission lifetime",
+        section="turn", metavar="SECONDS", unit="seconds", check=_seconds_at_least(1))
+    channel_lifetime: float = setting(
+        600.0, "channel-lifetime", parse_seconds, "channel binding lifetime",
+        section="turn", metavar="SECONDS", unit="seconds", check=_seconds_at_least(1))
+    max_allocations: int = setting(
+        10000, "max-allocations", parse_count, "allocations in total (508 beyond)",
+        section="turn", metavar="N", check=_count_at_least(1))
+    user_quota: int = setting(
+        100, "user-quota", parse_count, "allocations per user (486 beyond)",
+        section="turn", metavar="N", check=_count_at_least(1))
+    max_permissions: int = setting(
+        64, "max-permissions", parse_count, "permissions per allocation (508 beyond)",
+        section="turn", metavar="N", check=_count_at_least(1))
+    max_channels: int = setting(
+        64, "max-channels", parse_count, "channels per allocation (508 beyond)",
+        section="turn", metavar="N", check=_count_at_least(1))
+    bandwidth: int = setting(
+        0, "bandwidth", parse_count, "relayed bytes per second per allocation, 0 for no cap",
+        section="turn", metavar="BYTES_PER_SECOND", unit="bytes per second",
+        check=_count_at_least(0))
+    #: The server must be a poor reflector.
+    unauth_rate: float = setting(
+        20.0, "unauth-rate", parse_rate,
+        "401 answers per second per source IP (the rest are dropped; 0 for no limit)",
+        section="turn", metavar="PER_SECOND", unit="per second", check=_finite_rate)
+    unauth_global_rate: float = setting(
+        20000.0, "unauth-global-rate", parse_rate,
+        "401 answers per second from the whole server, all source IPs together (the rest "
+        "are dropped; 0 for no limit). One process authenticates at most ~15k new "
+        "allocations/s, so this never holds back honest clients; a flood of unsigned "
+        "requests from spoofed sources, each far cheaper to answer than a whole "
+        "allocation, gets at most ~16 Mbit/s of ~100-byte answers reflected",
+        section="turn", metavar="PER_SECOND", unit="per second", check=_finite_rate)
+    tcp_max_per_source: int = setting(
+        64, "tcp-max-per-source", parse_count,
+        "concurrent TCP/TLS connections from one source IP",
+        metavar="N", check=_count_at_least(1))
+    tcp_first_message_timeout: float = setting(
+        5.0, "tcp-first-message-timeout", parse_seconds,
+        "a new TCP/TLS connection must send a complete message within this long",
+        metavar="SECONDS", unit="seconds", check=_seconds_at_least(0.1))
+    tls_handshake_timeout: float = setting(
+        5.0, "tls-handshake-timeout", parse_seconds,
+        "a TLS handshake must finish within this long",
+        metavar="SECONDS", unit="seconds", check=_seconds_at_least(0.1))
+    log_format: str = setting(
+        "text", "log-format", _lower_text, "text, or json (one object per line)",
+        metavar="FORMAT", check=_one_of(("text", "json")))
+    metrics_listen: tuple[str, int] | None = setting(
+        None, "metrics-listen", _endpoint_9641,
+        "admin HTTP listener: /metrics, /sessions, /healthz, /readyz (keep it on "
+        "loopback or a private network)",
+        metavar="IP[:PORT]", example='"127.0.0.1:9641"')
+    drain_timeout: float = setting(
+        30.0, "drain-timeout", parse_seconds,
+        "after the first SIGTERM, how long existing allocations may run on",
+        metavar="SECONDS", unit="seconds", check=_seconds_at_least(0))
+    user_db: str | None = setting(
+        None, "user-db", parse_text,
+        "SQLite user database (`natsrv user add`); changes apply on the next request",
+        section="turn", metavar="PATH", example='"/var/lib/natsrv/users.sqlite"')
+    auth_secret_file: str | None = setting(
+        None, "auth-secret-file", parse_text,
+        "file holding the REST shared secret (also read from `NATSRV_AUTH_SECRET`)",
+        section="turn", metavar="FILE", example='"/etc/natsrv/auth-secret"')
+    auth_secret_algorithm: str = setting(
+        "sha1", "auth-secret-algorithm", _lower_text,
+        "HMAC of REST passwords: sha1 (what applications send today) or sha256",
+        section="turn", metavar="sha1|sha256", check=_one_of(("sha1", "sha256")))
+    alternate_server: tuple[Address, ...] = setting(
+        (), "alternate-server", _listen,
+        "where 300 Try Alternate sends new allocations while draining (one per family)",
+        section="turn", metavar="IP[:PORT]", repeatable=True, show=_show_listen,
+        example='["198.51.100.9:3478"]')
+    password_algorithms: bool = setting(
+        False, "password-algorithms", _bool,
+        "offer SHA-256 keys (RFC 8489 PASSWORD-ALGORITHMS); makes every 401 longer",
+        section="turn", metavar=None)
+    default_family: str = setting(
+        "ipv4", "default-family", parse_text,
+        "relay family when a client sends no REQUESTED-ADDRESS-FAMILY (browsers never do): "
+        "`ipv4` (RFC 8656 §7.2) or `listener` (that of the listening socket)",
+        section="turn", metavar="ipv4|listener", check=_one_of(DEFAULT_FAMILIES))
     extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -166,13 +554,20 @@ class Config:
     @property
     def turn_enabled(self) -> bool:
         """TURN runs only with a credential source: never an open relay."""
-        return bool(self.users) or self.auth_secret is not None
+        return bool(self.users) or self.auth_secret is not None or self.user_db is not None
 
     @property
     def tls_enabled(self) -> bool:
         return self.tls_cert is not None
 
     def validate(self) -> Config:
+        """Every setting's check, then the rules between settings. Returns ``self``."""
+        for s in SETTINGS:
+            value = getattr(self, s.name)
+            problem = s.problem(value)
+            if problem is not None:
+                shown = "" if s.secret else f": {s.shown(value)!r}"
+                raise ConfigError(s.key, problem + shown)
         primary_ip, primary_port = self.primary
         wildcard = primary_ip in ("0.0.0.0", "::")
         if self.alt_ip is not None:
@@ -185,28 +580,14 @@ class Config:
                 raise ConfigError("alt-ip", "must differ from the listen address")
         if self.alt_port is not None and self.alt_port == primary_port and primary_port != 0:
             raise ConfigError("alt-port", "must differ from the listen port")
-        if self.software is not None and len(self.software.encode()) > 128:
-            raise ConfigError("software", "longer than 128 bytes")
-        if self.log_level.lower() not in ("debug", "info", "warning", "error", "critical"):
-            raise ConfigError("log-level", f"unknown level {self.log_level!r}")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ConfigError("tls-cert" if self.tls_cert is None else "tls-key",
                               "tls-cert and tls-key go together")
-        for key in ("tls_cert", "tls_key"):
-            value = getattr(self, key)
-            if value is not None and not Path(value).is_file():
-                raise ConfigError(key.replace("_", "-"), f"no such file: {value}")
-        low, high = self.relay_ports
-        if not 1 <= low <= high <= 65535:
-            raise ConfigError("relay-ports", f"need LOW-HIGH within 1-65535: {low}-{high}")
-        if self.default_family not in ("ipv4", "listener"):
-            raise ConfigError("default-family", "must be 'ipv4' or 'listener'")
+        for key, path in (("tls-cert", self.tls_cert), ("tls-key", self.tls_key)):
+            if path is not None and not Path(path).is_file():
+                raise ConfigError(key, f"no such file: {path}")
         if self.default_lifetime > self.max_lifetime:
             raise ConfigError("default-lifetime", "larger than max-lifetime")
-        if self.max_message_size < 548 or self.max_message_size > 65539:
-            raise ConfigError("max-message-size", "must be within 548-65539 bytes")
-        if self.auth_secret is not None and not self.auth_secret:
-            raise ConfigError("auth-secret", "is empty")
         if self.turn_enabled and self.relay_ip is None and wildcard:
             raise ConfigError(
                 "relay-ip", "TURN needs --relay-ip (or a specific --listen address)"
@@ -216,115 +597,38 @@ class Config:
         return self
 
 
-def _users(key: str, value: Any) -> tuple[tuple[str, str], ...]:
-    if isinstance(value, dict):
-        items = [(str(k), str(v)) for k, v in value.items()]
-    else:
-        items = []
-        for entry in value if isinstance(value, list) else [value]:
-            name, sep, password = str(entry).partition(":")
-            if not sep or not name:
-                raise ConfigError(key, f"expected NAME:PASSWORD, got {entry!r}")
-            items.append((name, password))
-    return tuple(items)
+def _schema() -> tuple[Setting, ...]:
+    return tuple(
+        replace(f.metadata["setting"], name=f.name, default=f.default)
+        for f in fields(Config) if "setting" in f.metadata
+    )
 
 
-def _relay_ports(key: str, value: Any) -> tuple[int, int]:
-    if isinstance(value, list) and len(value) == 2:
-        low, high = value
-    else:
-        low, sep, high = str(value).partition("-")
-        if not sep:
-            raise ConfigError(key, f"expected LOW-HIGH, got {value!r}")
-    return parse_port(key, low, allow_zero=False), parse_port(key, high, allow_zero=False)
+#: Every setting, in the order of the ``Config`` fields.
+SETTINGS = _schema()
+#: TOML key (and alias) -> setting.
+_BY_KEY = {k: s for s in SETTINGS for k in (s.key, *s.aliases)}
 
 
-def _external_ip(key: str, value: Any) -> tuple[str, str | None]:
-    public, _, private = str(value).partition("/")
-    return parse_ip(key, public), parse_ip(key, private) if private else None
-
-
-def _listen(key: str, value: Any) -> tuple[Address, ...]:
-    entries = value if isinstance(value, list) else [value]
-    if not entries:
-        raise ConfigError(key, "needs at least one address")
-    return tuple(parse_endpoint(key, str(e)) for e in entries)
-
-
-def _bool(key: str, value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off"):
-        return False
-    raise ConfigError(key, f"expected true or false, got {value!r}")
-
-
-def _optional_text(key: str, value: Any) -> str | None:
-    return None if value in (None, "") else str(value)
-
-
-# key -> (Config field, parser)
-_PARSERS: dict[str, tuple[str, Any]] = {
-    "listen": ("listen", _listen),
-    "alt-ip": ("alt_ip", parse_ip),
-    "alt-port": ("alt_port", lambda k, v: parse_port(k, v)),
-    "software": ("software", _optional_text),
-    "log-level": ("log_level", lambda k, v: str(v).lower()),
-    "udp": ("udp", _bool),
-    "tcp": ("tcp", _bool),
-    "tcp-idle-timeout": ("tcp_idle_timeout", lambda k, v: parse_seconds(k, v, minimum=1)),
-    "tcp-max-connections": ("tcp_max_connections", lambda k, v: parse_count(k, v, minimum=1)),
-    "max-message-size": ("max_message_size", lambda k, v: parse_count(k, v, minimum=1)),
-    "mapped-address": ("mapped_address", _bool),
-    "tls-port": ("tls_port", lambda k, v: parse_port(k, v)),
-    "tls-cert": ("tls_cert", lambda k, v: str(v)),
-    "tls-key": ("tls_key", lambda k, v: str(v)),
-    "realm": ("realm", lambda k, v: str(v)),
-    "user": ("users", _users),
-    "users": ("users", _users),
-    "auth-secret": ("auth_secret", lambda k, v: str(v)),
-    "nonce-lifetime": ("nonce_lifetime", lambda k, v: parse_seconds(k, v, minimum=1)),
-    "relay-ip": ("relay_ip", parse_ip),
-    "relay-ports": ("relay_ports", _relay_ports),
-    "external-ip": ("external_ip", _external_ip),
-    "allow-peer": ("allow_peer", lambda k, v: tuple(parse_network(k, x) for x in _list(v))),
-    "deny-peer": ("deny_peer", lambda k, v: tuple(parse_network(k, x) for x in _list(v))),
-    "default-lifetime": ("default_lifetime", lambda k, v: parse_seconds(k, v, minimum=1)),
-    "max-lifetime": ("max_lifetime", lambda k, v: parse_seconds(k, v, minimum=1)),
-    "permission-lifetime": ("permission_lifetime", lambda k, v: parse_seconds(k, v, minimum=1)),
-    "channel-lifetime": ("channel_lifetime", lambda k, v: parse_seconds(k, v, minimum=1)),
-    "max-allocations": ("max_allocations", lambda k, v: parse_count(k, v, minimum=1)),
-    "user-quota": ("user_quota", lambda k, v: parse_count(k, v, minimum=1)),
-    "max-permissions": ("max_permissions", lambda k, v: parse_count(k, v, minimum=1)),
-    "max-channels": ("max_channels", lambda k, v: parse_count(k, v, minimum=1)),
-    "bandwidth": ("bandwidth", lambda k, v: parse_count(k, v)),
-    "unauth-rate": ("unauth_rate", parse_rate),
-    "unauth-global-rate": ("unauth_global_rate", parse_rate),
-    "default-family": ("default_family", lambda k, v: str(v)),
-}
-
-
-def _list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else [value]
-
-
+# -- Reading ----------------------------------------------------------------------------------
 def settings_from_mapping(values: dict[str, Any], *, source: str = "") -> dict[str, Any]:
-    """Parse ``{key: raw value}`` (TOML or flags) into Config field values."""
+    """Parse ``{key: raw value}`` (TOML keys, ``_`` or ``-``) into Config field values."""
     out: dict[str, Any] = {}
+    given: dict[str, str] = {}
     for raw_key, value in values.items():
         key = raw_key.replace("_", "-")
-        entry = _PARSERS.get(key)
-        if entry is None:
+        spec = _BY_KEY.get(key)
+        if spec is None:
             raise ConfigError(f"{source}{raw_key}", "unknown setting")
-        name, parser = entry
-        out[name] = parser(f"{source}{key}", value)
+        if spec.name in given:
+            raise ConfigError(f"{source}{raw_key}", f"given twice (also as {given[spec.name]})")
+        given[spec.name] = raw_key
+        out[spec.name] = spec.read(f"{source}{key}", value)
     return out
 
 
 def load_toml(path: str) -> dict[str, Any]:
+    """Config field values from a TOML file (checked one by one, not yet together)."""
     try:
         with open(path, "rb") as f:
             data = tomllib.load(f)
@@ -345,4 +649,149 @@ def build_config(file_values: dict[str, Any], flag_values: dict[str, Any]) -> Co
     unknown = set(merged) - names
     if unknown:
         raise ConfigError(sorted(unknown)[0], "unknown setting")
+    if merged.get("auth_secret") is None:
+        # Secrets stay off the command line (``ps`` shows it): a file, or the environment.
+        path = merged.get("auth_secret_file")
+        if path is not None:
+            try:
+                secret = Path(path).read_text(encoding="utf-8").strip()
+            except (OSError, UnicodeError) as exc:
+                raise ConfigError("auth-secret-file", f"cannot read {path}: {exc}") from None
+            if not secret:
+                raise ConfigError("auth-secret-file", f"{path} is empty")
+            merged["auth_secret"] = secret
+        elif os.environ.get("NATSRV_AUTH_SECRET"):
+            merged["auth_secret"] = os.environ["NATSRV_AUTH_SECRET"]
     return replace(Config(), **merged).validate()
+
+
+# -- Flags ------------------------------------------------------------------------------------
+def default_text(s: Setting) -> str:
+    """The default in words: ``300 seconds``, ``0.0.0.0:3478``, ``none``."""
+    if s.default_text:
+        return s.default_text
+    shown = s.shown(s.default)
+    if shown is None or shown == []:
+        return "none"
+    if isinstance(shown, list):
+        text = ", ".join(str(x) for x in shown)
+    elif isinstance(shown, bool):
+        text = "true" if shown else "false"
+    else:
+        text = _number_text(shown) if isinstance(shown, float) else str(shown)
+    return f"{text} {s.unit}" if s.unit else text
+
+
+def _number_text(number: float) -> str:
+    return str(int(number)) if number.is_integer() else repr(number)
+
+
+def add_flags(parser: argparse.ArgumentParser) -> None:
+    """A flag for every setting, in groups by section, with its help and default."""
+    for section, title in SECTIONS.items():
+        group = parser.add_argument_group(title.lower())
+        for s in SETTINGS:
+            if s.section != section:
+                continue
+            help_text = f"{s.plain_help} (default: {default_text(s)})".replace("%", "%%")
+            if s.metavar is None:
+                group.add_argument(s.flags[0], dest=s.name, action=argparse.BooleanOptionalAction,
+                                   default=None, help=help_text)
+            else:
+                group.add_argument(*s.flags, dest=s.name, metavar=s.metavar, help=help_text,
+                                   action="append" if s.repeatable else "store")
+
+
+def values_from_flags(args: argparse.Namespace) -> dict[str, Any]:
+    """Config field values from the flags given (parsed and checked one by one)."""
+    out: dict[str, Any] = {}
+    for s in SETTINGS:
+        raw = getattr(args, s.name, None)
+        if raw is not None:
+            out[s.name] = s.read(s.flags[0].removeprefix("--"), raw)
+    return out
+
+
+# -- Documents generated from the schema ------------------------------------------------------
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def _flag_cell(s: Setting) -> str:
+    if s.metavar is None:
+        return ", ".join(f"`{f}`" for f in s.flags)
+    text = f"`{s.flags[0]} {_cell(s.metavar)}`"
+    return f"{text} (repeatable)" if s.repeatable else text
+
+
+def _default_cell(s: Setting) -> str:
+    if s.default_text or default_text(s) == "none":
+        return _cell(default_text(s))
+    text = default_text(s)
+    value = text.removesuffix(f" {s.unit}") if s.unit else text
+    return f"`{_cell(value)}` {s.unit}".rstrip()
+
+
+def markdown_table(section: str) -> str:
+    """The README's table of one section's settings: flag | TOML key | meaning | default."""
+    rows = ["| flag | TOML key | meaning | default |", "|---|---|---|---|"]
+    if section == "server":
+        rows.append("| `--config FILE` | | TOML file; flags win over it | |")
+    for s in SETTINGS:
+        if s.section == section:
+            keys = ", ".join(f"`{k}`" for k in (s.key, *s.aliases))
+            rows.append(f"| {_flag_cell(s)} | {keys} | {_cell(s.help)} | {_default_cell(s)} |")
+    return "\n".join(rows) + "\n"
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return _number_text(value)
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return json.dumps(value, ensure_ascii=False)
+
+
+def example_toml() -> str:
+    """``deploy/natsrv.toml``: every key, commented out, with its default and unit."""
+    lines = [
+        "# natsrv configuration: every key with its default (generated by",
+        "# `python -m natsrv.config --toml`). Keys are the long flag names without the",
+        "# dashes; flags win over this file. Uncomment what you change.",
+    ]
+    for section, title in SECTIONS.items():
+        lines += ["", f"# -- {title} " + "-" * (72 - len(title))]
+        for s in SETTINGS:
+            if s.section != section:
+                continue
+            note = s.unit or s.metavar or "true or false"
+            if s.repeatable:
+                note += ", a list"
+            if s.default is None or s.default == () or s.default_text:
+                value = s.example
+                note += f"; default: {default_text(s)}"
+            else:
+                value = _toml_value(s.shown(s.default))
+            wrapped = textwrap.wrap(s.plain_help, 88, initial_indent="# ",
+                                    subsequent_indent="# ")  # fmt: skip
+            lines += ["", *wrapped, f"# {s.key} = {value}   # {note}"]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m natsrv.config --toml | --markdown SECTION``: print a generated document."""
+    parser = argparse.ArgumentParser(prog="python -m natsrv.config", description=main.__doc__)
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument("--toml", action="store_true", help="the example deploy/natsrv.toml")
+    what.add_argument("--markdown", choices=SECTIONS, help="the README's table of a section")
+    args = parser.parse_args(argv)
+    sys.stdout.write(example_toml() if args.toml else markdown_table(args.markdown))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

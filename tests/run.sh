@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install everything the test suite needs on a Debian machine (as root), then run it:
-# lint (ruff) and the whole pytest suite. Used by the README and by .ci/run.
+# lint (ruff), types (mypy --strict) and the whole pytest suite. Used by the README and by .ci/run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,4 +23,5 @@ fi
 .venv/bin/python -m pip install -q -e '.[test]'
 
 .venv/bin/ruff check .
+.venv/bin/mypy  # --strict on natsrv/ and classifier/ (pyproject.toml)
 exec .venv/bin/python -m pytest "$@"

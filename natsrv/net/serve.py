@@ -207,8 +207,12 @@ def credential_store(config: Config) -> CredentialStore:
     stores: list[CredentialStore] = []
     if config.users:
         stores.append(StaticUsers(dict(config.users)))
+    if config.user_db is not None:
+        from ..userdb import UserDatabase
+
+        stores.append(UserDatabase(config.user_db))
     if config.auth_secret is not None:
-        stores.append(RestSecret(config.auth_secret))
+        stores.append(RestSecret(config.auth_secret, digest=config.auth_secret_algorithm))
     return stores[0] if len(stores) == 1 else ChainedStore(*stores)
 
 
