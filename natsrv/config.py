@@ -365,8 +365,9 @@ class Config:
     """Everything ``natsrv serve`` needs. Units are in the names: seconds, bytes, counts."""
 
     listen: tuple[Address, ...] = setting(
-        (("0.0.0.0", DEFAULT_PORT),), "listen", _listen,
-        "listen addresses; the first is the primary",
+        (("0.0.0.0", DEFAULT_PORT), ("::", DEFAULT_PORT)), "listen", _listen,
+        "listen addresses; the first is the primary (the default listens on both families; "
+        "`::` is skipped with a warning where the host has no IPv6)",
         metavar="IP[:PORT]", repeatable=True, check=_listen_ports, show=_show_listen)
     alt_ip: str | None = setting(
         None, "alt-ip", parse_ip,

@@ -41,6 +41,8 @@ log = logging.getLogger("natsrv")
 
 Address = tuple[str, int]
 _WILDCARDS = ("0.0.0.0", "::")
+#: What binding [::] fails with where the kernel or the host has no IPv6.
+_NO_IPV6 = (errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL, errno.EPROTONOSUPPORT)
 
 
 @dataclass
@@ -275,8 +277,16 @@ async def serve(
         for index, (ip, port) in enumerate(config.listen):
             alt_ip = config.alt_ip if index == 0 else None
             alt_port = config.alt_port if index == 0 else None
-            socks, tcp_socks, port, alt_port = _bind_group(ip, port, alt_ip, alt_port,
-                                                           config.tcp)  # fmt: skip
+            try:
+                socks, tcp_socks, port, alt_port = _bind_group(ip, port, alt_ip, alt_port,
+                                                               config.tcp)  # fmt: skip
+            except OSError as exc:
+                # The default listens on [::] too; a host without IPv6 keeps IPv4 only.
+                if ip != "::" or index == 0 or exc.errno not in _NO_IPV6:
+                    raise
+                log.warning("not listening on [::]:%d: this host has no IPv6 (%s)",
+                            port, exc.strerror)  # fmt: skip
+                continue
             stream_socks.extend(tcp_socks)
             if not config.udp:
                 for s in socks:

@@ -250,3 +250,28 @@ async def test_burst_of_malformed_datagrams_then_valid_request(stun_server: Serv
     reply = decode_untrusted(raw)
     assert reply.transaction_id == good.transaction_id
     assert stun_server.metrics.counters["dropped_malformed"] > 1000
+
+
+async def test_a_host_without_ipv6_keeps_the_ipv4_listener(
+    nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The default listens on [::] as well; where binding it fails for want of IPv6,
+    natsrv says so and serves IPv4 (any other failure still stops it)."""
+    import errno
+
+    from natsrv.net import serve as serve_module
+
+    real = serve_module._bind_group
+
+    def no_ipv6(ip: str, *args: object) -> object:
+        if ip == "::":
+            raise OSError(errno.EAFNOSUPPORT, "Address family not supported by protocol")
+        return real(ip, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(serve_module, "_bind_group", no_ipv6)
+    info = await start_server(nursery, Config(listen=((PRIMARY_IP, 0), ("::", 0))).validate())
+    assert [ip for ip, _ in info.udp] == [PRIMARY_IP]
+    assert "this host has no IPv6" in caplog.text
+    sock = await client_socket()
+    reply, _ = await exchange(sock, request().encode(), info.udp[0])
+    assert reply.cls == MessageClass.SUCCESS
