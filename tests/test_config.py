@@ -3,6 +3,7 @@ generates, every TOML value is type-checked, secrets come from a file or the env
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from natsrv.config import (
     example_toml,
     load_toml,
     markdown_table,
+    settings_from_mapping,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -56,3 +58,18 @@ def test_auth_secret_from_a_file_or_the_environment(
     assert caught.value.key == "auth-secret-file"
     monkeypatch.setenv("NATSRV_AUTH_SECRET", "from-env")
     assert build_config(base, {}).auth_secret == "from-env"
+
+
+def test_the_readme_production_example_is_a_valid_configuration(tmp_path: Path) -> None:
+    """The README's production natsrv.toml loads (its secret file replaced by one here)."""
+    readme = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```toml\n(.*?)```", readme, flags=re.S)
+    assert blocks
+    secret = tmp_path / "auth-secret"
+    secret.write_text("s3cret\n")
+    for block in blocks:
+        values = tomllib.loads(block)
+        if "auth-secret-file" in values:
+            values["auth-secret-file"] = str(secret)
+        config = build_config(settings_from_mapping(values), {})
+        assert config.turn_enabled and config.auth_secret is not None

@@ -58,8 +58,9 @@ class Server:
 
 
 def request(sock: socket.socket, server: tuple[str, int], method: int, *attrs: tuple[int, object],
-            nonce: list[str], user: str = "alice") -> Message:  # fmt: skip
-    key = long_term_key(user, REALM, PASSWORD)
+            nonce: list[str], user: str = "alice",
+            password: str = PASSWORD) -> Message:  # fmt: skip
+    key = long_term_key(user, REALM, password)
     for _ in range(3):
         msg = Message(method, MessageClass.REQUEST, attributes=list(attrs))
         if nonce:
@@ -116,6 +117,23 @@ def test_operator_lifecycle(tmp_path: Path) -> None:
                         nonce=bob_nonce, user="bob")  # fmt: skip
         assert reply.cls == MessageClass.SUCCESS
         request(bob, address, Method.REFRESH, (Attr.LIFETIME, 0), nonce=bob_nonce, user="bob")
+        # A changed password counts from the next request too, and so does a deletion.
+        subprocess.run([sys.executable, "-m", "natsrv", "user", "passwd", "bob", "--realm",
+                        REALM, "--user-db", str(db)], input="new secret", text=True,
+                       check=True, timeout=30)  # fmt: skip
+        reply = request(bob, address, Method.ALLOCATE, (Attr.REQUESTED_TRANSPORT, 17),
+                        nonce=bob_nonce, user="bob")  # fmt: skip
+        assert reply.get(Attr.ERROR_CODE).code == 401
+        reply = request(bob, address, Method.ALLOCATE, (Attr.REQUESTED_TRANSPORT, 17),
+                        nonce=bob_nonce, user="bob", password="new secret")  # fmt: skip
+        assert reply.cls == MessageClass.SUCCESS
+        request(bob, address, Method.REFRESH, (Attr.LIFETIME, 0), nonce=bob_nonce, user="bob",
+                password="new secret")  # fmt: skip
+        subprocess.run([sys.executable, "-m", "natsrv", "user", "delete", "bob", "--realm",
+                        REALM, "--user-db", str(db)], check=True, timeout=30)  # fmt: skip
+        reply = request(bob, address, Method.ALLOCATE, (Attr.REQUESTED_TRANSPORT, 17),
+                        nonce=bob_nonce, user="bob", password="new secret")  # fmt: skip
+        assert reply.get(Attr.ERROR_CODE).code == 401
         # SIGHUP with a broken file: refused, the old configuration stays.
         config.write_text("realm = 5\n")
         server.proc.send_signal(signal.SIGHUP)
@@ -131,7 +149,7 @@ def test_operator_lifecycle(tmp_path: Path) -> None:
         newcomer.settimeout(5)
         newcomer.bind((IP, 0))
         reply = request(newcomer, address, Method.ALLOCATE, (Attr.REQUESTED_TRANSPORT, 17),
-                        nonce=[], user="bob")  # fmt: skip
+                        nonce=[])  # fmt: skip
         assert reply.get(Attr.ERROR_CODE).code == 508
         assert server.proc.poll() is None  # still serving the old allocation
         reply = request(client, address, Method.REFRESH, (Attr.LIFETIME, 0), nonce=nonce)
