@@ -66,14 +66,16 @@ def run_credentials(args: argparse.Namespace) -> int:
     import json
     import time
 
+    from .config import split_secrets
     from .core.credentials import rest_credentials
 
-    if not args.auth_secret:
+    signing = split_secrets(args.auth_secret or "")  # a rotation file's first line signs
+    if not signing:
         return _usage_problem("credentials: auth-secret: is empty")
     if not args.ttl > 0:
         return _usage_problem(f"credentials: ttl: must be at least 1 second: {args.ttl}")
     try:
-        username, password = rest_credentials(args.auth_secret, args.user, args.ttl, time.time())
+        username, password = rest_credentials(signing[0], args.user, args.ttl, time.time())
     except ValueError as exc:  # a user name that is not UTF-8
         return _usage_problem(f"credentials: user: {exc}")
     server: dict[str, Any] = {"username": username, "credential": password}

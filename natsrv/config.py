@@ -190,6 +190,19 @@ def _users(key: str, value: Any) -> tuple[tuple[str, str], ...]:
     return tuple(items)
 
 
+def _secrets(key: str, value: Any) -> tuple[str, ...]:
+    """One secret or a list of them (rotation: the first signs, all verify)."""
+    items = tuple(parse_text(key, v) for v in _list(value))
+    if not items or any(not v for v in items):
+        raise ConfigError(key, "is empty")
+    return items
+
+
+def split_secrets(text: str) -> tuple[str, ...]:
+    """Secrets from a file or ``NATSRV_AUTH_SECRET``: one per line, blank lines skipped."""
+    return tuple(line.strip() for line in text.splitlines() if line.strip())
+
+
 def _relay_ports(key: str, value: Any) -> tuple[int, int]:
     if isinstance(value, list) and len(value) == 2:
         low, high = value
@@ -261,10 +274,6 @@ def _one_of(choices: tuple[str, ...]) -> Check:
 
 def _software_size(text: str) -> str | None:
     return None if len(text.encode()) <= 128 else "longer than 128 bytes"
-
-
-def _not_empty(text: str) -> str | None:
-    return None if text else "is empty"
 
 
 # -- Showing a value the way it is written -----------------------------------------------------
@@ -424,12 +433,13 @@ class Config:
         'static users (in a file: a table `{name = "password"}` or `NAME:PASSWORD` strings)',
         section="turn", metavar="NAME:PASSWORD", flag="--user", aliases=("user",),
         repeatable=True, show=_show_users, example='{ alice = "change-me" }')
-    auth_secret: str | None = setting(
-        None, "auth-secret", parse_text,
-        "TURN REST shared secret (username `EXPIRY[:USER]`, "
-        "password base64(HMAC-SHA1(secret, username)))",
-        section="turn", metavar="SECRET", check=_not_empty, secret=True,
-        example='"change-me"')
+    auth_secret: tuple[str, ...] | None = setting(
+        None, "auth-secret", _secrets,
+        "TURN REST shared secret (username `EXPIRY[:USER]`, password "
+        "base64(HMAC-SHA1(secret, username))); several for rotation: the first signs "
+        "`natsrv credentials`, all verify",
+        section="turn", metavar="SECRET", repeatable=True, secret=True, show=list,
+        example='["new-secret", "old-secret"]')
     nonce_lifetime: float = setting(
         600.0, "nonce-lifetime", parse_seconds, "a nonce older than this is stale (438)",
         section="turn", metavar="SECONDS", unit="seconds", check=_seconds_at_least(1))
@@ -526,7 +536,8 @@ class Config:
         section="turn", metavar="PATH", example='"/var/lib/natsrv/users.sqlite"')
     auth_secret_file: str | None = setting(
         None, "auth-secret-file", parse_text,
-        "file holding the REST shared secret (also read from `NATSRV_AUTH_SECRET`)",
+        "file holding the REST shared secrets, one per line, the signing one first (also "
+        "read from `NATSRV_AUTH_SECRET`)",
         section="turn", metavar="FILE", example='"/etc/natsrv/auth-secret"')
     auth_secret_algorithm: str = setting(
         "sha1", "auth-secret-algorithm", _lower_text,
@@ -581,6 +592,8 @@ class Config:
                 raise ConfigError("alt-ip", "must differ from the listen address")
         if self.alt_port is not None and self.alt_port == primary_port and primary_port != 0:
             raise ConfigError("alt-port", "must differ from the listen port")
+        if self.tls_port is not None and self.tls_cert is None:
+            raise ConfigError("tls-port", "needs tls-cert and tls-key")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ConfigError("tls-cert" if self.tls_cert is None else "tls-key",
                               "tls-cert and tls-key go together")
@@ -655,14 +668,14 @@ def build_config(file_values: dict[str, Any], flag_values: dict[str, Any]) -> Co
         path = merged.get("auth_secret_file")
         if path is not None:
             try:
-                secret = Path(path).read_text(encoding="utf-8").strip()
+                found = split_secrets(Path(path).read_text(encoding="utf-8"))
             except (OSError, UnicodeError) as exc:
                 raise ConfigError("auth-secret-file", f"cannot read {path}: {exc}") from None
-            if not secret:
+            if not found:
                 raise ConfigError("auth-secret-file", f"{path} is empty")
-            merged["auth_secret"] = secret
-        elif os.environ.get("NATSRV_AUTH_SECRET"):
-            merged["auth_secret"] = os.environ["NATSRV_AUTH_SECRET"]
+            merged["auth_secret"] = found
+        elif split_secrets(os.environ.get("NATSRV_AUTH_SECRET", "")):
+            merged["auth_secret"] = split_secrets(os.environ["NATSRV_AUTH_SECRET"])
     return replace(Config(), **merged).validate()
 
 

@@ -35,7 +35,7 @@ def test_readme_tables_and_example_file_are_generated_from_the_schema() -> None:
 
 def test_every_toml_value_is_type_checked(tmp_path: Path) -> None:
     path = tmp_path / "natsrv.toml"
-    for text, key in (('auth-secret = ["new", "old"]', "auth-secret"),
+    for text, key in (('auth-secret = ["new", 5]', "auth-secret"),
                       ("users = { bob = 5 }", "users"),
                       ("tcp-idle-timeout = true", "tcp-idle-timeout"),
                       ('log-format = "xml"', "log-format")):  # fmt: skip
@@ -49,15 +49,29 @@ def test_auth_secret_from_a_file_or_the_environment(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     secret = tmp_path / "secret"
-    secret.write_text("s3cret\n")
+    secret.write_text("s3cret\n\nold one\n")  # rotation: one per line, the first signs
     base = {"listen": (("127.0.0.1", 3478),)}
     config = build_config({**base, "auth_secret_file": str(secret)}, {})
-    assert config.auth_secret == "s3cret" and config.turn_enabled
+    assert config.auth_secret == ("s3cret", "old one") and config.turn_enabled
     with pytest.raises(ConfigError) as caught:
         build_config({**base, "auth_secret_file": str(tmp_path / "missing")}, {})
     assert caught.value.key == "auth-secret-file"
     monkeypatch.setenv("NATSRV_AUTH_SECRET", "from-env")
-    assert build_config(base, {}).auth_secret == "from-env"
+    assert build_config(base, {}).auth_secret == ("from-env",)
+    # In TOML, one secret or a list; an empty one is refused, naming the key.
+    path = tmp_path / "natsrv.toml"
+    path.write_text('auth-secret = ["new", "old"]\nlisten = ["127.0.0.1"]\n')
+    assert build_config(load_toml(str(path)), {}).auth_secret == ("new", "old")
+    path.write_text('auth-secret = ["new", ""]\nlisten = ["127.0.0.1"]\n')
+    with pytest.raises(ConfigError) as caught:
+        build_config(load_toml(str(path)), {})
+    assert str(caught.value) == "auth-secret: is empty"
+
+
+def test_tls_port_without_a_certificate_is_refused() -> None:
+    with pytest.raises(ConfigError) as caught:
+        build_config({"tls_port": 5349}, {})
+    assert caught.value.key == "tls-port"
 
 
 def test_the_readme_production_example_is_a_valid_configuration(tmp_path: Path) -> None:

@@ -214,7 +214,8 @@ def credential_store(config: Config) -> CredentialStore:
 
         stores.append(UserDatabase(config.user_db))
     if config.auth_secret is not None:
-        stores.append(RestSecret(config.auth_secret, digest=config.auth_secret_algorithm))
+        first, *previous = config.auth_secret
+        stores.append(RestSecret(first, previous=previous, digest=config.auth_secret_algorithm))
     return stores[0] if len(stores) == 1 else ChainedStore(*stores)
 
 

@@ -61,7 +61,7 @@ async def test_reload_swaps_policy_secret_and_certificate_while_relaying(
 ) -> None:
     first_cert, first_key, first_serial = certificate(tmp_path, "first")
     loopback = (ipaddress.ip_network("127.0.0.0/8"),)
-    base = config(allow_peer=loopback, auth_secret="old-secret", tls_port=0,
+    base = config(allow_peer=loopback, auth_secret=("old-secret",), tls_port=0,
                   tls_cert=first_cert, tls_key=first_key)  # fmt: skip
     info: ServerInfo = await nursery.start(serve, base)
     client, peer = await allocate_and_relay(info)
@@ -71,7 +71,7 @@ async def test_reload_swaps_policy_secret_and_certificate_while_relaying(
     second_cert, second_key, second_serial = certificate(tmp_path, "second")
     # The new config denies the peer's range and rotates the REST secret.
     new = replace(base, deny_peer=(ipaddress.ip_network(f"{PEER_IP}/32"),),
-                  auth_secret="new-secret", tls_cert=second_cert, tls_key=second_key,
+                  auth_secret=("new-secret",), tls_cert=second_cert, tls_key=second_key,
                   user_quota=50)  # fmt: skip
     assert info.reload(new.validate()) == []
     # New TLS connections get the new certificate; the open one still works.

@@ -39,7 +39,7 @@ def turn_config(**overrides: object) -> Config:
         "listen": ((PRIMARY_IP, 0),),
         "realm": REALM,
         "users": (("alice", "wonderland"),),
-        "auth_secret": "rest-secret",
+        "auth_secret": ("rest-secret",),
         "relay_ip": PRIMARY_IP,
         "allow_peer": (),
     }
@@ -146,6 +146,21 @@ async def test_rest_credentials_and_expiry(
     old_user, old_password = rest_credentials("rest-secret", "bob", 600, time.time() - 3600)
     expired = TurnClient(await udp(sockets), info.udp[0], old_user, old_password)
     reply = await expired.request(Method.ALLOCATE, (Attr.REQUESTED_TRANSPORT, 17))
+    assert code_of(reply) == 401
+
+
+async def test_rest_secrets_rotate_without_dropping_a_call(
+    nursery: trio.Nursery, sockets: list[trio.socket.SocketType]
+) -> None:
+    """``auth-secret = ["new", "old"]``: credentials signed with either allocate; one
+    signed with a secret that is no longer listed does not."""
+    info = await start_server(nursery, turn_config(auth_secret=("new-secret", "rest-secret")))
+    for secret in ("new-secret", "rest-secret"):
+        user, password = rest_credentials(secret, "bob", 600, time.time())
+        await TurnClient(await udp(sockets), info.udp[0], user, password).allocate()
+    user, password = rest_credentials("retired-secret", "bob", 600, time.time())
+    stale = TurnClient(await udp(sockets), info.udp[0], user, password)
+    reply = await stale.request(Method.ALLOCATE, (Attr.REQUESTED_TRANSPORT, 17))
     assert code_of(reply) == 401
 
 
