@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from natsrv.stun import Attr, Message, MessageClass, Method, ParseError, decode_untrusted
@@ -177,3 +178,62 @@ def test_a_port_in_use_is_one_line_and_exit_2(tmp_path: Path) -> None:
     lines = [ln for ln in done.stderr.splitlines() if ln.startswith("natsrv:")]
     assert done.returncode == 2 and len(lines) == 1, done.stderr
     assert "Traceback" not in done.stderr and "in use" in lines[0]
+
+
+def _served_serial(address: tuple[str, int]) -> int:
+    import ssl
+
+    from cryptography import x509
+
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    with socket.create_connection(address, timeout=5) as raw, \
+            context.wrap_socket(raw) as tls:  # fmt: skip
+        der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return int(x509.load_der_x509_certificate(der).serial_number)
+
+
+def test_usr1_is_ignored_and_usr2_reloads_the_certificate(tmp_path: Path) -> None:
+    """A logrotate hook's SIGUSR1 does not kill the server; certbot's SIGUSR2 swaps the
+    certificate for new TLS connections (the same file paths, new contents)."""
+    from tests.net.test_reload import certificate
+
+    first = certificate(tmp_path, "first")
+    cert, key = tmp_path / "live.pem", tmp_path / "live.key"
+    cert.write_bytes(Path(first[0]).read_bytes())
+    key.write_bytes(Path(first[1]).read_bytes())
+    server = Server("--listen", f"{IP}:0", "--tls-port", "0", "--tls-cert", str(cert),
+                    "--tls-key", str(key), "--log-format", "json", cwd=tmp_path)  # fmt: skip
+    try:
+        line = str(server.wait_for("listening on tls")["message"])
+        host, _, port = line.rpartition(" ")[2].rpartition(":")
+        address = (host, int(port))
+        assert _served_serial(address) == first[2]
+        server.proc.send_signal(signal.SIGUSR1)
+        assert "ignored" in str(server.wait_for("SIGUSR1")["message"])
+        second = certificate(tmp_path, "second")
+        cert.write_bytes(Path(second[0]).read_bytes())
+        key.write_bytes(Path(second[1]).read_bytes())
+        server.proc.send_signal(signal.SIGUSR2)
+        server.wait_for("reloaded the TLS certificate")
+        assert server.proc.poll() is None
+        assert _served_serial(address) == second[2]
+    finally:
+        server.close()
+
+
+def test_startup_warnings_name_the_risky_settings() -> None:
+    from natsrv.config import Config
+    from natsrv.daemon import startup_warnings
+
+    lab = Config(listen=((IP, 3478),), users=(("bob", "pw"),)).validate()
+    assert any("visible to other local users" in w for w in startup_warnings(lab))
+    # coturn's most common mistake: a relay address the host does not have, unexplained.
+    foreign = Config(listen=((IP, 3478),), auth_secret=("s",), relay_ip="203.0.113.7").validate()
+    assert any("203.0.113.7 is not an address of this host" in w
+               for w in startup_warnings(foreign))  # fmt: skip
+    mapped = replace(foreign, external_ip=("203.0.113.7", "10.0.0.5"))
+    assert startup_warnings(mapped) == []
+    assert startup_warnings(Config(listen=((IP, 3478),), auth_secret=("s",)).validate()) == []
