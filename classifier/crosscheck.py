@@ -18,18 +18,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from .verdict import (
-    MEANING,
+from .combine import MEANING
+from .model import (
     Behavior,
     Endpoint,
+    Finding,
     NatType,
     Probe,
     ProbeOutcome,
     ReasonCode,
     Verdict,
-    derive_nat_type,
+    fmt,
     same_endpoint,
 )
+from .verdict import derive_nat_type
 
 _CONES = frozenset({NatType.FULL_CONE, NatType.RESTRICTED_CONE, NatType.PORT_RESTRICTED_CONE})
 _NO_NAT = frozenset({NatType.OPEN_INTERNET, NatType.SYMMETRIC_UDP_FIREWALL})
@@ -48,18 +50,14 @@ class CrossCheck:
 
 
 def _fmt(endpoint: Endpoint | None) -> str:
-    if endpoint is None:
-        return "no address"
-    host, port = endpoint
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return fmt(endpoint, "no address")
 
 
 def _disagree(verdict: Verdict, text: str) -> Verdict:
     return replace(
         verdict,
         nat_type=NatType.UNKNOWN,
-        reason=text,
-        reason_code=ReasonCode.SERVERS_DISAGREE,
+        finding=Finding(ReasonCode.SERVERS_DISAGREE, text),
         meaning=MEANING[NatType.UNKNOWN],
     )
 
@@ -121,7 +119,7 @@ def cross_check(
                 Behavior.ENDPOINT_INDEPENDENT, verdict.filtering, False, True
             )
             if derived is not NatType.UNKNOWN:
-                filled = replace(filled, nat_type=derived, reason=None, reason_code=None,
+                filled = replace(filled, nat_type=derived, finding=None,
                                  meaning=MEANING[derived])
         return result(filled, True, note.replace("confirmed", "(measured with it)"))
 
@@ -137,7 +135,7 @@ def cross_check(
     )
     if nat_type is NatType.UNKNOWN and verdict.mapping is Behavior.UNKNOWN:
         # Address- or address-and-port-dependent: either way a symmetric NAT.
-        symmetric = replace(verdict, nat_type=NatType.SYMMETRIC, reason=None, reason_code=None,
+        symmetric = replace(verdict, nat_type=NatType.SYMMETRIC, finding=None,
                             meaning=MEANING[NatType.SYMMETRIC])
         return result(symmetric, True, note + " (a symmetric NAT; whether address- or "
                       "address-and-port-dependent needs the primary's alternate address)")

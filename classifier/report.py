@@ -24,9 +24,9 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
+from .model import Endpoint, NatType, ReasonCode
+from .model import fmt as _fmt
 from .run import Observer, ProbeRecord, Result, Skipped
-from .transport import Endpoint
-from .verdict import NatType, ReasonCode
 
 JSON = dict[str, Any]
 
@@ -36,10 +36,8 @@ def endpoint_json(endpoint: Endpoint | None) -> JSON | None:
 
 
 def fmt(endpoint: Endpoint | None) -> str:
-    if endpoint is None:
-        return "-"
-    host, port = endpoint
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    """An endpoint in a table cell (``classifier.model.fmt``); ``-`` when unknown."""
+    return _fmt(endpoint, "-")
 
 
 def probe_json(record: ProbeRecord) -> JSON:

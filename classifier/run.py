@@ -32,16 +32,32 @@ from enum import StrEnum
 import trio
 
 from .crosscheck import CrossCheck, cross_check
+from .model import (
+    BindingLifetime,
+    Extra,
+    Family,
+    NatType,
+    Probe,
+    ProbeId,
+    ProbeOutcome,
+    ProbeTest,
+    ReasonCode,
+    Verdict,
+    fmt,
+    same_endpoint,
+)
 from .plan import (
     LIFETIME_LIMIT_S,
     PHASES,
-    STEPS,
-    Family,
     ProbeRequest,
-    Step,
+    any_mapped,
+    ends_family,
+    expected_source,
+    first_alternate,
+    first_test1_outcome,
     lifetime_waits,
     next_probe,
-    probe_name,
+    sent_along,
     verdict_from_probes,
 )
 from .transport import (
@@ -57,16 +73,7 @@ from .transport import (
     read_binding_response,
     route_source,
 )
-from .verdict import (
-    BindingLifetime,
-    NatType,
-    Probe,
-    ProbeOutcome,
-    ReasonCode,
-    Verdict,
-    binding_lifetime,
-    same_endpoint,
-)
+from .verdict import binding_lifetime
 
 
 class Dialect(StrEnum):
@@ -159,37 +166,19 @@ class _Unsupported(Exception):
         self.text = text
 
 
-def _fmt(endpoint: Endpoint | None) -> str:
-    if endpoint is None:
-        return "an unknown address"
-    host, port = endpoint
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def expected_source(request: ProbeRequest, probes: Sequence[Probe]) -> Endpoint:
-    """Where the reply to ``request`` must come from: its target, or for CHANGE-REQUEST
-    the target with the IP and/or port of the family's Test I OTHER-ADDRESS."""
-    step = request.step
-    if not (step.change_ip or step.change_port):
-        return request.target
-    name = probe_name(request.family, "test1")
-    test1 = next(p for p in reversed(probes) if p.name == name)
-    alt = test1.other_address
-    assert alt is not None  # the plan asks for CHANGE-REQUEST only with a valid alternate
-    ip = alt[0] if step.change_ip else request.target[0]
-    port = alt[1] if step.change_port else request.target[1]
-    return ip, port
-
-
 @dataclass(frozen=True)
 class _Sent:
     """A request outside the plan's families (dialect check, cross-check, lifetime)."""
 
-    name: str
+    id: ProbeId
     target: Endpoint
 
+    @property
+    def name(self) -> str:
+        return str(self.id)
+
     def record(self, outcome: ProbeOutcome, **observed: object) -> Probe:
-        return Probe(name=self.name, target=self.target, outcome=outcome, **observed)  # type: ignore[arg-type]
+        return Probe(id=self.id, target=self.target, outcome=outcome, **observed)  # type: ignore[arg-type]
 
 
 class _SocketSet:
@@ -252,7 +241,7 @@ class _Run:
         from anywhere but ``expected`` is ``bad-source``, whatever it says."""
         common: dict[str, object] = {"local": local, "attempts": exchange.attempts}
         for error in exchange.send_errors:
-            self._note(f"sending to {_fmt(sent.target)} failed: {error}")
+            self._note(f"sending to {fmt(sent.target)} failed: {error}")
         if exchange.reply is None:
             return sent.record(ProbeOutcome.TIMEOUT, **common)
         source = exchange.reply.source
@@ -277,8 +266,8 @@ class _Run:
         ):
             self._origin_mismatches.add((origin, source))
             self._note(
-                f"the server's reply to {sent.name} names {_fmt(origin)} as its origin "
-                f"(RESPONSE-ORIGIN or SOURCE-ADDRESS) but came from {_fmt(source)}: a "
+                f"the server's reply to {sent.name} names {fmt(origin)} as its origin "
+                f"(RESPONSE-ORIGIN or SOURCE-ADDRESS) but came from {fmt(source)}: a "
                 "server bug, or a server behind a NAT; the classifier goes by where "
                 "replies really come from"
             )
@@ -321,7 +310,7 @@ class _Run:
         if family is Family.CLASSIC and self.settings.local_port:
             port0 = self.settings.local_port
         probes: list[Probe] = []
-        early: dict[str, _Early] = {}
+        early: dict[ProbeId, _Early] = {}
         async with self._sockets() as sockets:
             first = await sockets.get(0, port0)
             local = first.local
@@ -331,37 +320,32 @@ class _Run:
                                              nursery)
                     probes.append(probe)
                     self._record(probe, family, dialect)
-                    if (family is Family.PORT_ALLOCATION
-                            and probe.outcome is not ProbeOutcome.OK):
-                        break  # the samples count only as an unbroken sequence
+                    if ends_family(probe):
+                        break
                 nursery.cancel_scope.cancel()  # an early Test III the plan did not need
             alt = self.settings.alt_server
-            if family is Family.MAPPING and alt is not None and _test1(probes) is ProbeOutcome.OK:
-                sent = _Sent(probe_name(family, "alt-server"), alt)
+            if (family is Family.MAPPING and alt is not None
+                    and first_test1_outcome(probes) is ProbeOutcome.OK):
+                sent = _Sent(ProbeId(family, ProbeTest.ALT_SERVER), alt)
                 self.alt_probe = await self._ask(sent, first, dialect)
                 self._record(self.alt_probe, "cross-check", dialect, used=False)
         return local, probes
 
     async def _next(
         self, request: ProbeRequest, family: Family, dialect: Dialect, sockets: _SocketSet,
-        probes: Sequence[Probe], early: dict[str, _Early], nursery: trio.Nursery,
+        probes: Sequence[Probe], early: dict[ProbeId, _Early], nursery: trio.Nursery,
     ) -> Probe:
         """Carry out the plan's next request (or collect it, if it was sent early)."""
         step = request.step
-        if step.name in early:
-            return await early.pop(step.name).wait()
+        if request.id in early:
+            return await early.pop(request.id).wait()
         sender = await sockets.get(step.socket)
         if not step.expect_reply:
             return await self._hairpin(request, sender, await sockets.get(0), dialect)
-        if family in _EARLY_TEST3 and step.name == "test2":
-            # Test III goes to the primary too, so it opens nothing new in the NAT, and
-            # its reply (primary IP, alternate port) is filtered independently of Test
-            # II's and of the request to the alternate: sent now, it saves a whole
-            # timeout on a filtering NAT. The plan still decides whether it is used.
-            test3 = ProbeRequest(family, _step(family, "test3"), request.target)
-            early["test3"] = _Early()
-            nursery.start_soon(self._early, early["test3"], test3, sender, dialect,
-                               expected_source(test3, probes))
+        if (along := sent_along(request)) is not None:
+            early[along.id] = _Early()
+            nursery.start_soon(self._early, early[along.id], along, sender, dialect,
+                               expected_source(along, probes))
         return await self._ask(
             request, sender, dialect, expected=expected_source(request, probes),
             change_ip=step.change_ip, change_port=step.change_port,
@@ -394,7 +378,8 @@ class _Run:
         async with self._sockets() as sockets:
             sock = await sockets.get(0)
             probe = await self._ask(
-                _Sent("dialect/test1", self.settings.server), sock, Dialect.RFC3489
+                _Sent(ProbeId(Extra.DIALECT, ProbeTest.TEST1), self.settings.server), sock,
+                Dialect.RFC3489,
             )
         self._record(probe, "dialect", Dialect.RFC3489, used=False)
         return probe.outcome is not ProbeOutcome.TIMEOUT
@@ -405,17 +390,19 @@ class _Run:
         second socket asks the primary to answer to X's mapped port (RESPONSE-PORT).
         True: X got the answer; False: it did not; None: the trial could not start."""
         server = self.settings.server
-        label = f"lifetime/{wait:g}s"
         async with self._sockets() as sockets:
             x = await sockets.get(0)
             y = await sockets.get(1)
-            probe = await self._ask(_Sent(f"{label}/test1", server), x, Dialect.RFC5389)
+            probe = await self._ask(
+                _Sent(ProbeId(Extra.LIFETIME, ProbeTest.TEST1, wait_s=wait), server), x,
+                Dialect.RFC5389,
+            )
             self._record(probe, "lifetime", Dialect.RFC5389, used=False)
             if probe.outcome is not ProbeOutcome.OK or probe.mapped is None:
                 return None
             if wait > 0:
                 await trio.sleep(wait)  # the measurement itself: the binding stays idle
-            check = _Sent(f"{label}/check", server)
+            check = _Sent(ProbeId(Extra.LIFETIME, ProbeTest.CHECK, wait_s=wait), server)
             self.observer.probe_started(check.name, server)
             exchange = await self.transport.transaction(
                 y, server, binding_request(response_port=probe.mapped[1]), accept=[x, y]
@@ -490,7 +477,8 @@ class _Run:
     async def run(self) -> tuple[Verdict, Dialect, LifetimeReport | None, CrossCheck | None]:
         dialect = Dialect.RFC5389
         found = await self._phase(PHASES[0], dialect)
-        if all(_test1(probes) is ProbeOutcome.TIMEOUT for _, probes in found.values()):
+        if all(first_test1_outcome(probes) is ProbeOutcome.TIMEOUT
+               for _, probes in found.values()):
             if await self._classic_answers():
                 families = {str(f) for f in Family}
                 self.records = [replace(r, used=False) if r.family in families else r
@@ -504,10 +492,7 @@ class _Run:
                 found = await self._phase(PHASES[0], dialect)
             else:
                 self._note("a classic RFC 3489 request (no magic cookie) went unanswered too")
-        reachable = any(
-            p.outcome is ProbeOutcome.OK and p.mapped is not None
-            for _, probes in found.values() for p in probes if p.name.endswith("/test1")
-        )
+        reachable = any_mapped(p for _, probes in found.values() for p in probes)
         if reachable:
             for phase in PHASES[1:]:
                 found.update(await self._phase(phase, dialect))
@@ -527,7 +512,8 @@ class _Run:
         check: CrossCheck | None = None
         if self.alt_probe is not None:
             mapping_local, mapping_probes = found[Family.MAPPING]
-            test1 = next((p for p in mapping_probes if p.name == "mapping/test1"), None)
+            test1 = next((p for p in mapping_probes
+                          if p.id == ProbeId(Family.MAPPING, ProbeTest.TEST1)), None)
             verdict, check = cross_check(verdict, test1, self.alt_probe, mapping_local)
         verdict = replace(verdict, notes=(*verdict.notes, *self.notes))
         return verdict, dialect, lifetime, check
@@ -541,14 +527,6 @@ async def _check_bindable(ip: str, port: int) -> None:
         await sock.bind((ip, port))
 
 
-#: Families whose Test III is sent alongside Test II.
-_EARLY_TEST3 = frozenset({Family.CLASSIC, Family.FILTERING})
-
-
-def _step(family: Family, name: str) -> Step:
-    return next(step for step in STEPS[family] if step.name == name)
-
-
 @dataclass
 class _Early:
     """A probe sent ahead of the plan asking for it."""
@@ -560,10 +538,6 @@ class _Early:
         await self.done.wait()
         assert self.probe is not None
         return self.probe
-
-
-def _test1(probes: Sequence[Probe]) -> ProbeOutcome | None:
-    return next((p.outcome for p in probes if p.name.endswith("/test1")), None)
 
 
 async def classify(settings: Settings, observer: Observer | None = None) -> Result:
@@ -580,16 +554,12 @@ async def classify(settings: Settings, observer: Observer | None = None) -> Resu
             verdict, dialect, lifetime, check = await run.run()
         finally:
             transport.close_all()
-    test1 = next(
-        (r.probe for r in run.records
-         if r.used and r.probe.name.endswith("/test1") and r.probe.other_address),
-        None,
-    )
+
     return Result(
         verdict=verdict,
-        server_name=settings.server_name or _fmt(settings.server),
+        server_name=settings.server_name or fmt(settings.server),
         server=settings.server,
-        alternate=test1.other_address if test1 else None,
+        alternate=first_alternate(r.probe for r in run.records if r.used),
         dialect=dialect,
         software=run.software,
         probes=tuple(run.records),
@@ -655,5 +625,4 @@ __all__ = [
     "Skipped",
     "classify",
     "classify_both",
-    "expected_source",
 ]

@@ -15,8 +15,21 @@ from dataclasses import replace
 import pytest
 import trio
 
+from classifier.combine import MEANING
 from classifier.crosscheck import cross_check
-from classifier.plan import Family, lifetime_waits
+from classifier.model import (
+    Behavior,
+    Family,
+    Finding,
+    NatType,
+    Probe,
+    ProbeId,
+    ProbeOutcome,
+    ProbeTest,
+    ReasonCode,
+    Verdict,
+)
+from classifier.plan import lifetime_waits
 from classifier.run import Dialect, Settings, Skipped, classify, classify_both
 from classifier.transport import (
     DEFAULT_TIMING,
@@ -26,15 +39,6 @@ from classifier.transport import (
     binding_request,
     read_binding_response,
     route_source,
-)
-from classifier.verdict import (
-    MEANING,
-    Behavior,
-    NatType,
-    Probe,
-    ProbeOutcome,
-    ReasonCode,
-    Verdict,
 )
 from natsrv.net.serve import ServerInfo, serve
 from natsrv.stun import (
@@ -533,15 +537,17 @@ ALT: Endpoint = ("192.0.2.7", 3478)
 
 
 def verdict(nat_type: NatType, mapping: Behavior, filtering: Behavior) -> Verdict:
-    return Verdict(nat_type, None, None, mapping, filtering, None, M1, LOCAL, False, False,
+    return Verdict(nat_type, None, mapping, filtering, None, M1, LOCAL, False, False,
                    MEANING[nat_type])
 
 
 def alt_probe(mapped: Endpoint | None, outcome: ProbeOutcome = ProbeOutcome.OK) -> Probe:
-    return Probe("mapping/alt-server", ALT, outcome, mapped=mapped, source=ALT)
+    return Probe(ProbeId(Family.MAPPING, ProbeTest.ALT_SERVER), ALT, outcome, mapped=mapped,
+                 source=ALT)
 
 
-TEST1 = Probe("mapping/test1", ("198.51.100.1", 3478), ProbeOutcome.OK, mapped=M1)
+MAPPING_TEST1 = ProbeId(Family.MAPPING, ProbeTest.TEST1)
+TEST1 = Probe(MAPPING_TEST1, ("198.51.100.1", 3478), ProbeOutcome.OK, mapped=M1)
 EI, APD, UNK = (Behavior.ENDPOINT_INDEPENDENT, Behavior.ADDRESS_AND_PORT_DEPENDENT,
                 Behavior.UNKNOWN)
 
@@ -550,8 +556,8 @@ def test_cross_check_confirms_and_completes() -> None:
     known = verdict(NatType.PORT_RESTRICTED_CONE, EI, APD)
     v, check = cross_check(known, TEST1, alt_probe(M1), LOCAL)
     assert check.agrees is True and v.nat_type is NatType.PORT_RESTRICTED_CONE
-    unknown = replace(verdict(NatType.UNKNOWN, UNK, APD), reason="x",
-                      reason_code=ReasonCode.NO_ALTERNATE_ADDRESS)
+    unknown = replace(verdict(NatType.UNKNOWN, UNK, APD),
+                      finding=Finding(ReasonCode.NO_ALTERNATE_ADDRESS, "x"))
     v, check = cross_check(unknown, TEST1, alt_probe(M1), LOCAL)
     assert (v.mapping, v.nat_type, v.reason_code) == (EI, NatType.PORT_RESTRICTED_CONE, None)
     v, check = cross_check(replace(unknown, filtering=UNK), TEST1, alt_probe(M2), LOCAL)
@@ -566,7 +572,7 @@ def test_cross_check_contradictions_are_unknown() -> None:
         assert check.agrees is False
         assert (v.nat_type, v.reason_code) == (NatType.UNKNOWN, ReasonCode.SERVERS_DISAGREE)
         assert v.inconclusive
-    no_nat = Probe("mapping/test1", ("198.51.100.1", 3478), ProbeOutcome.OK, mapped=LOCAL)
+    no_nat = Probe(MAPPING_TEST1, ("198.51.100.1", 3478), ProbeOutcome.OK, mapped=LOCAL)
     v, check = cross_check(verdict(NatType.OPEN_INTERNET, EI, EI), no_nat, alt_probe(M1), LOCAL)
     assert v.reason_code is ReasonCode.SERVERS_DISAGREE
 

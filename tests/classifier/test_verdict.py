@@ -3,15 +3,37 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pytest
 
+from classifier.combine import MEANING, Rfc5780Result, classify, combine, rfc5780_verdict
+from classifier.model import (
+    PORT_SAMPLES,
+    Behavior,
+    BehaviorResult,
+    ClassicObservations,
+    ClassicResult,
+    Endpoint,
+    Family,
+    FilteringObservations,
+    Finding,
+    HairpinObservations,
+    HairpinResult,
+    MappingObservations,
+    NatType,
+    Probe,
+    ProbeId,
+    ProbeOutcome,
+    ProbeTest,
+    ReasonCode,
+    Verdict,
+    same_endpoint,
+    same_ip,
+)
 from classifier.plan import (
     PHASES,
-    PORT_SAMPLES,
     STEPS,
-    Family,
     ProbeRequest,
     Step,
     Target,
@@ -19,31 +41,12 @@ from classifier.plan import (
     next_probe,
     observations,
     port_pairs,
-    probe_name,
     verdict_from_probes,
 )
 from classifier.verdict import (
     MAX_KEEPALIVE_S,
-    MEANING,
-    Behavior,
-    BehaviorResult,
-    ClassicObservations,
-    ClassicResult,
-    Endpoint,
-    FilteringObservations,
-    HairpinObservations,
-    HairpinResult,
-    MappingObservations,
-    NatType,
-    Probe,
-    ProbeOutcome,
-    ReasonCode,
-    Rfc5780Result,
-    Verdict,
     binding_lifetime,
     classic_verdict,
-    classify,
-    combine,
     derive_nat_type,
     filtering_verdict,
     hairpin_verdict,
@@ -51,9 +54,6 @@ from classifier.verdict import (
     mapping_behavior,
     mapping_verdict,
     port_allocation,
-    rfc5780_verdict,
-    same_endpoint,
-    same_ip,
 )
 
 OK = ProbeOutcome.OK
@@ -80,32 +80,39 @@ OPEN_LOCAL: Endpoint = ("203.0.113.5", 50000)  # a host with a public address
 # --------------------------------------------------------------------------- builders
 
 
+def pid(test: str, family: Family = Family.CLASSIC) -> ProbeId:
+    """The id of a probe; the decisions take probes by observation field, not by id."""
+    return ProbeId(family, ProbeTest(test))
+
+
 def t1(mapped: Endpoint | None = MAPPED, other: Endpoint | None = ALT, **kw: object) -> Probe:
     fields: dict[str, object] = {"source": PRIMARY, "other_address": other, "mapped": mapped}
     fields.update(kw)
-    return Probe("test1", PRIMARY, fields.pop("outcome", OK), **fields)  # type: ignore[arg-type]
+    return Probe(pid("test1"), PRIMARY, fields.pop("outcome", OK), **fields)  # type: ignore[arg-type]
 
 
 def t2(outcome: ProbeOutcome = OK, source: Endpoint | None = ALT, **kw: object) -> Probe:
-    return Probe("test2", PRIMARY, outcome, change_ip=True, change_port=True, source=source, **kw)  # type: ignore[arg-type]
+    return Probe(
+        pid("test2"), PRIMARY, outcome, change_ip=True, change_port=True, source=source, **kw  # type: ignore[arg-type]
+    )
 
 
 def t1_alt(mapped: Endpoint | None = MAPPED, outcome: ProbeOutcome = OK, **kw: object) -> Probe:
     fields: dict[str, object] = {"source": ALT, "mapped": mapped}
     fields.update(kw)
-    return Probe("test1_alt", ALT, outcome, **fields)  # type: ignore[arg-type]
+    return Probe(pid("test1_alt"), ALT, outcome, **fields)  # type: ignore[arg-type]
 
 
 def t3(
     outcome: ProbeOutcome = OK, source: Endpoint | None = PRIMARY_IP_ALT_PORT, **kw: object
 ) -> Probe:
-    return Probe("test3", PRIMARY, outcome, change_port=True, source=source, **kw)  # type: ignore[arg-type]
+    return Probe(pid("test3"), PRIMARY, outcome, change_port=True, source=source, **kw)  # type: ignore[arg-type]
 
 
 def timeout(
     name: str, target: Endpoint = PRIMARY, *, change_ip: bool = False, change_port: bool = False
 ) -> Probe:
-    return Probe(name, target, TIMEOUT, change_ip=change_ip, change_port=change_port)
+    return Probe(pid(name), target, TIMEOUT, change_ip=change_ip, change_port=change_port)
 
 
 def classic(local: Endpoint = LOCAL, /, **probes: Probe | None) -> ClassicResult:
@@ -150,8 +157,8 @@ def test_probe_flags_for_json() -> None:
 
 
 def test_probe_origin_prefers_the_real_source() -> None:
-    assert Probe("x", PRIMARY, OK, source=ALT, response_origin=PRIMARY).origin == ALT
-    assert Probe("x", PRIMARY, OK, response_origin=PRIMARY).origin == PRIMARY
+    assert Probe(pid("test1"), PRIMARY, OK, source=ALT, response_origin=PRIMARY).origin == ALT
+    assert Probe(pid("test1"), PRIMARY, OK, response_origin=PRIMARY).origin == PRIMARY
 
 
 # --------------------------------------------------------------------------- classic: Test I
@@ -475,11 +482,11 @@ def test_mapping_behavior_address_and_port_dependent() -> None:
 def m_test2(mapped: Endpoint | None = MAPPED, outcome: ProbeOutcome = OK, **kw: object) -> Probe:
     fields: dict[str, object] = {"source": ALT_IP_PRIMARY_PORT, "mapped": mapped}
     fields.update(kw)
-    return Probe("test2", ALT_IP_PRIMARY_PORT, outcome, **fields)  # type: ignore[arg-type]
+    return Probe(pid("test2", Family.MAPPING), ALT_IP_PRIMARY_PORT, outcome, **fields)  # type: ignore[arg-type]
 
 
 def m_test3(mapped: Endpoint | None = M2, outcome: ProbeOutcome = OK) -> Probe:
-    return Probe("test3", ALT, outcome, mapped=mapped, source=ALT)
+    return Probe(pid("test3", Family.MAPPING), ALT, outcome, mapped=mapped, source=ALT)
 
 
 def mapping(local: Endpoint = LOCAL, **probes: Probe | None) -> BehaviorResult:
@@ -707,7 +714,7 @@ def test_hairpin_verdict_test1_error() -> None:
 
 @pytest.mark.parametrize(("outcome", "expected"), [(OK, True), (TIMEOUT, False)])
 def test_hairpin_verdict(outcome: ProbeOutcome, expected: bool) -> None:
-    send = Probe("send", MAPPED, outcome)
+    send = Probe(pid("send", Family.HAIRPIN), MAPPED, outcome)
     assert hairpin(test1=t1(), send=send).hairpinning is expected
 
 
@@ -891,7 +898,7 @@ def test_rfc5780_full_run_with_hairpin() -> None:
     result = rfc5780_verdict(
         MappingObservations(LOCAL, t1(), m_test2()),
         FilteringObservations(LOCAL, t1(), t2()),
-        HairpinObservations(LOCAL, t1(), Probe("send", MAPPED, OK)),
+        HairpinObservations(LOCAL, t1(), Probe(pid("send", Family.HAIRPIN), MAPPED, OK)),
     )
     assert result.nat_type is NatType.FULL_CONE
     assert result.hairpinning.hairpinning is True
@@ -913,7 +920,7 @@ def r5780(
         b: Behavior, code: ReasonCode = ReasonCode.ALTERNATE_UNREACHABLE
     ) -> BehaviorResult:
         if b is UNK:
-            return BehaviorResult(UNK, f"{code} happened", code)
+            return BehaviorResult(UNK, Finding(code, f"{code} happened"))
         return BehaviorResult(b)
 
     return Rfc5780Result(
@@ -928,7 +935,8 @@ def r5780(
 
 
 def cr(nat: NatType, reason: str | None = None, code: ReasonCode | None = None) -> ClassicResult:
-    return ClassicResult(nat, reason, (), code, MAPPED, LOCAL)
+    finding = None if code is None or reason is None else Finding(code, reason)
+    return ClassicResult(nat, finding, (), MAPPED, LOCAL)
 
 
 def test_combine_agreement() -> None:
@@ -1038,8 +1046,8 @@ def test_combine_udp_blocked_with_rfc5780_not_run() -> None:
 
 
 def test_combine_alg_suspected_when_mapped_addresses_differ() -> None:
-    rewritten = Probe("classic/test1", PRIMARY, OK, mapped=MAPPED, legacy_mapped=LOCAL)
-    honest = Probe("mapping/test1", PRIMARY, OK, mapped=MAPPED, legacy_mapped=MAPPED)
+    rewritten = Probe(pid("test1"), PRIMARY, OK, mapped=MAPPED, legacy_mapped=LOCAL)
+    honest = Probe(pid("test1", Family.MAPPING), PRIMARY, OK, mapped=MAPPED, legacy_mapped=MAPPED)
     verdict = combine(cr(NatType.PORT_RESTRICTED_CONE), r5780(), [rewritten, honest])
     assert verdict.alg_suspected
     assert verdict.probes == (rewritten, honest)
@@ -1051,7 +1059,7 @@ def test_combine_alg_suspected_when_mapped_addresses_differ() -> None:
 
 
 def test_combine_no_alg_when_only_one_mapped_address() -> None:
-    probe = Probe("classic/test1", PRIMARY, OK, mapped=MAPPED)
+    probe = Probe(pid("test1"), PRIMARY, OK, mapped=MAPPED)
     assert not combine(cr(NatType.PORT_RESTRICTED_CONE), r5780(), [probe]).alg_suspected
 
 
@@ -1163,11 +1171,11 @@ def test_plan_port_samples_use_fresh_sockets() -> None:
 
 
 def test_probe_request_record() -> None:
-    step = Step("test2", Target.PRIMARY, change_ip=True, change_port=True)
+    step = Step(ProbeTest.TEST2, Target.PRIMARY, change_ip=True, change_port=True)
     request = ProbeRequest(Family.CLASSIC, step, PRIMARY)
     probe = request.record(OK, mapped=MAPPED, source=ALT, rtt_ms=12.5)
     assert probe == Probe(
-        "classic/test2",
+        ProbeId(Family.CLASSIC, ProbeTest.TEST2),
         PRIMARY,
         OK,
         change_ip=True,
@@ -1179,27 +1187,13 @@ def test_probe_request_record() -> None:
 
 
 def named(family: Family, probe: Probe) -> Probe:
-    return Probe(
-        probe_name(family, probe.name),
-        probe.target,
-        probe.outcome,
-        probe.change_ip,
-        probe.change_port,
-        probe.mapped,
-        probe.legacy_mapped,
-        probe.source,
-        probe.response_origin,
-        probe.other_address,
-        probe.error_code,
-        probe.rtt_ms,
-        probe.local,
-    )
+    return replace(probe, id=ProbeId(family, probe.id.test))
 
 
 def test_observations_keep_the_last_record_and_ignore_foreign_names() -> None:
     first = named(Family.CLASSIC, timeout("test1"))
     again = named(Family.CLASSIC, t1())
-    foreign = [named(Family.MAPPING, t1()), Probe("classic/bogus", PRIMARY, OK)]
+    foreign = [named(Family.MAPPING, t1()), named(Family.HAIRPIN, t1())]
     obs = observations(Family.CLASSIC, LOCAL, [first, *foreign, again])
     assert obs == ClassicObservations(LOCAL, test1=again)
 
@@ -1264,7 +1258,7 @@ def test_next_probe_port_allocation_samples_then_stops() -> None:
 def test_port_pairs_skip_unusable_samples() -> None:
     def sample(i: int, outcome: ProbeOutcome, local: Endpoint | None) -> Probe:
         return Probe(
-            f"port-allocation/sample{i}",
+            ProbeId(Family.PORT_ALLOCATION, ProbeTest.SAMPLE, i),
             PRIMARY,
             outcome,
             mapped=(MAPPED[0], 40000 + i),
