@@ -30,8 +30,8 @@ from .model import (
     ProbeTest,
     ReasonCode,
     Verdict,
+    Why,
     comparable_ip,
-    fmt,
     same_endpoint,
 )
 from .verdict import (
@@ -77,14 +77,8 @@ class Rfc5780Result:
             if result.behavior is Behavior.UNKNOWN and result.finding is not None:
                 return result.finding
         if self.no_nat is None:
-            return Finding(
-                ReasonCode.INCONSISTENT_OBSERVATIONS,
-                "the mapping and filtering tests disagree on whether there is a NAT",
-            )
-        return Finding(
-            ReasonCode.INCONSISTENT_OBSERVATIONS,
-            f"mapping {self.mapping.behavior} cannot happen without a NAT",
-        )
+            return Finding(Why.NAT_VIEWS_DISAGREE)
+        return Finding(Why.MAPPING_WITHOUT_NAT, behaviors=(self.mapping.behavior,))
 
 
 def rfc5780_verdict(
@@ -109,11 +103,7 @@ def rfc5780_verdict(
     hairpin_result = (
         hairpin_verdict(hairpin)
         if hairpin is not None
-        else HairpinResult(
-            None,
-            Finding(ReasonCode.TEST_NOT_RUN, "the hairpinning test was not run"),
-            (ProbeTest.TEST1,),
-        )
+        else HairpinResult(None, Finding(Why.HAIRPIN_NOT_RUN), (ProbeTest.TEST1,))
     )
     return Rfc5780Result(
         mapping=mapping_verdict(mapping),
@@ -157,43 +147,6 @@ def _agrees(classic: NatType, r: Rfc5780Result) -> bool:
     )
 
 
-#: One sentence per type: what it means for a peer-to-peer (VoIP, WebRTC) call.
-MEANING: dict[NatType, str] = {
-    NatType.OPEN_INTERNET: (
-        "No NAT and no filtering: peers can reach this host directly, so calls connect "
-        "peer-to-peer without a relay."
-    ),
-    NatType.FULL_CONE: (
-        "Any peer can send to the mapped address once it is known, so direct "
-        "peer-to-peer calls work whatever the other side's NAT."
-    ),
-    NatType.RESTRICTED_CONE: (
-        "Peers get through once this host has sent them a packet, so ICE hole punching "
-        "connects calls with almost every peer, even one behind a symmetric NAT."
-    ),
-    NatType.PORT_RESTRICTED_CONE: (
-        "Hole punching connects calls with open hosts and cone NATs, but a call to a "
-        "peer behind a symmetric NAT usually needs a TURN relay."
-    ),
-    NatType.SYMMETRIC: (
-        "Every destination gets a new mapping, so direct media between two peers "
-        "usually fails (unless the other side is open or a full or restricted cone) and "
-        "calls need a TURN relay."
-    ),
-    NatType.SYMMETRIC_UDP_FIREWALL: (
-        "A public address behind a firewall that drops unsolicited UDP: hole punching "
-        "connects most calls, but a peer behind a symmetric NAT may need a TURN relay."
-    ),
-    NatType.UDP_BLOCKED: (
-        "No UDP gets through, so calls work only through a TURN relay reached over TCP "
-        "or TLS (best on port 443)."
-    ),
-    NatType.UNKNOWN: (
-        "The NAT type could not be determined, so whether calls can connect "
-        "peer-to-peer is unknown; see the reason."
-    ),
-}
-
 _CGNAT = ipaddress.ip_network("100.64.0.0/10")  # RFC 6598 shared address space
 
 
@@ -219,12 +172,6 @@ def _is_private(endpoint: Endpoint | None) -> bool:
     return isinstance(ip, ipaddress.IPv6Address) and ip in _ULA
 
 
-def _describe(r: Rfc5780Result) -> str:
-    if r.udp_reachable is False:
-        return "no reply to any RFC 5780 Test I"
-    return f"{r.nat_type} (mapping {r.mapping.behavior}, filtering {r.filtering.behavior})"
-
-
 def combine(
     classic: ClassicResult, rfc5780: Rfc5780Result, probes: Sequence[Probe] = ()
 ) -> Verdict:
@@ -236,7 +183,7 @@ def combine(
     unknown, because the NAT's behaviour varied between sockets or over time.
     """
     c, r = classic.nat_type, rfc5780.nat_type
-    notes: list[str] = []
+    notes: list[Finding] = []
     finding: Finding | None = None
     r_problem = rfc5780.problem
 
@@ -247,23 +194,25 @@ def combine(
             finding is None or finding.code is ReasonCode.TEST_NOT_RUN
         ):
             finding = r_problem
-        elif r_problem is not None and r_problem.text != classic.reason:
-            notes.append(f"RFC 5780 tests: {r_problem.text}")
+        elif r_problem is not None and r_problem != classic.finding:
+            notes.append(Finding(Why.RFC5780_ALSO, cause=r_problem))
     elif c is NatType.UNKNOWN:
         nat = r
-        notes.append(f"the classic RFC 3489 test was inconclusive: {classic.reason}")
+        notes.append(Finding(Why.CLASSIC_INCONCLUSIVE, cause=classic.finding))
     elif not _agrees(c, rfc5780):
         nat = NatType.UNKNOWN
-        finding = Finding(
-            ReasonCode.METHODS_DISAGREE,
-            f"the classic RFC 3489 test says {c} but the RFC 5780 tests found "
-            f"{_describe(rfc5780)}: the NAT behaved differently on different sockets or "
-            "changed during the test, so no single type fits",
-        )
+        if rfc5780.udp_reachable is False:
+            finding = Finding(Why.METHODS_DISAGREE_SILENT, nat=(c,))
+        else:
+            finding = Finding(
+                Why.METHODS_DISAGREE,
+                nat=(c, r),
+                behaviors=(rfc5780.mapping.behavior, rfc5780.filtering.behavior),
+            )
     elif r is NatType.UNKNOWN:
         nat = c
         assert r_problem is not None  # an unknown type always has a problem
-        notes.append(f"the RFC 5780 tests were inconclusive: {r_problem.text}")
+        notes.append(Finding(Why.RFC5780_INCONCLUSIVE, cause=r_problem))
         if c is NatType.UDP_BLOCKED:
             finding = classic.finding
     else:
@@ -272,8 +221,11 @@ def combine(
             finding = classic.finding
         if r is not c:
             notes.append(
-                f"the classic RFC 3489 test reports {c} without testing the mapping; the "
-                f"RFC 5780 test found {rfc5780.mapping.behavior} mapping, so the NAT is {r}"
+                Finding(
+                    Why.CLASSIC_UNTESTED_MAPPING,
+                    nat=(c, r),
+                    behaviors=(rfc5780.mapping.behavior,),
+                )
             )
 
     rewritten = [
@@ -286,34 +238,26 @@ def combine(
     alg = bool(rewritten)
     if rewritten:  # one note, naming the first reply: every reply usually shows it
         first = rewritten[0]
-        more = len(rewritten) - 1
         notes.append(
-            f"MAPPED-ADDRESS {fmt(first.legacy_mapped)} differs from XOR-MAPPED-ADDRESS "
-            f"{fmt(first.mapped)} in the reply to {first.name}"
-            + (f" (and in {more} other replies)" if more else "")
-            + ": a router ALG rewrites addresses inside packets, which often breaks SIP "
-            "and STUN (turn off 'SIP ALG' on the router)"
+            Finding(
+                Why.ALG,
+                first.id,
+                at=first.legacy_mapped,
+                other=first.mapped,
+                count=len(rewritten) - 1,
+            )
         )
     mapped = rfc5780.mapped or classic.mapped
     local = rfc5780.local or classic.local
     cgnat = False
     if _in_cgnat(mapped):
         cgnat = True
-        notes.append(
-            f"the mapped address {fmt(mapped)} is in 100.64.0.0/10 (RFC 6598): the "
-            "server sits inside the carrier's network, behind or beside a carrier-grade NAT"
-        )
+        notes.append(Finding(Why.CGNAT_MAPPED, at=mapped))
     if _in_cgnat(local):
         cgnat = True
-        notes.append(
-            f"this host's address {fmt(local)} is in 100.64.0.0/10 (RFC 6598): the "
-            "provider uses carrier-grade NAT, a second NAT outside your control"
-        )
+        notes.append(Finding(Why.CGNAT_LOCAL, at=local))
     if _is_private(mapped):
-        notes.append(
-            f"the mapped address {fmt(mapped)} is private: the server is inside a private "
-            "network, so the result describes only the path to it"
-        )
+        notes.append(Finding(Why.PRIVATE_MAPPED, at=mapped))
     return Verdict(
         nat_type=nat,
         finding=finding,
@@ -324,7 +268,6 @@ def combine(
         local_address=local,
         alg_suspected=alg,
         cgnat_suspected=cgnat,
-        meaning=MEANING[nat],
         notes=tuple(notes),
         classic=classic,
         rfc5780=rfc5780,
@@ -366,9 +309,17 @@ def _probes_of(
     return [p for f in fields(obs) if isinstance(p := getattr(obs, f.name), Probe)]
 
 
+def beside_primary(ipv6: Verdict, primary: Verdict) -> Verdict:
+    """The IPv6 verdict of a server name that also has an IPv4 address, with a note when
+    silence over IPv6 may only mean that the server does not serve IPv6."""
+    if ipv6.nat_type is NatType.UDP_BLOCKED and primary.nat_type is not NatType.UDP_BLOCKED:
+        return replace(ipv6, notes=(*ipv6.notes, Finding(Why.IPV6_SILENT_BUT_IPV4_ANSWERS)))
+    return ipv6
+
+
 __all__ = [
-    "MEANING",
     "Rfc5780Result",
+    "beside_primary",
     "classify",
     "combine",
     "rfc5780_verdict",

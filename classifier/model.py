@@ -13,7 +13,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .combine import Rfc5780Result
@@ -280,23 +280,153 @@ class HairpinObservations:
 # --------------------------------------------------------------------------- results
 
 
-class Finding(NamedTuple):
-    """Why a result is unknown (or, for udp-blocked, why UDP looks blocked): the one
-    reason type of every decision. ``code`` is machine-stable (``reason_code`` in
-    ``--json``), ``text`` the sentence shown beside it."""
+class Why(StrEnum):
+    """What a finding says; each member is one sentence, written in
+    ``classifier/report.py``. The comments name the ``Finding`` fields it uses."""
 
-    code: ReasonCode
-    text: str
+    # -- a reply that cannot be used (probe: the test)
+    NOT_RUN = "not-run"  #: probe
+    NO_RESPONSE = "no-response"  #: probe, at: where it was sent
+    ERROR_RESPONSE = "error-response"  #: probe, error_code
+    INVALID_RESPONSE = "invalid-response"  #: probe
+    WRONG_SOURCE = "wrong-source"  #: probe, at: the reply's origin, other: the target
+    NO_MAPPED_ADDRESS = "no-mapped-address"  #: probe
+    GAVE_NO_MAPPED_ADDRESS = "gave-no-mapped-address"  #: probe (mapped addresses alone)
+    # -- CHANGE-REQUEST (probe; other: where the reply should come from)
+    CHANGE_REJECTED = "change-rejected"  #: probe, error_code
+    CHANGE_IGNORED_ELSEWHERE = "change-ignored-elsewhere"  #: probe, other
+    SOURCE_NOT_RECORDED = "source-not-recorded"  #: probe
+    CHANGE_IGNORED = "change-ignored"  #: probe, at: the origin, other
+    CHANGE_WRONG_SOURCE = "change-wrong-source"  #: probe, at: the origin, primary, other
+    # -- the server's alternate address (at: the alternate, primary)
+    NO_ALTERNATE = "no-alternate"
+    ALTERNATE_SAME_IP = "alternate-same-ip"  #: at, primary
+    ALTERNATE_SAME_PORT = "alternate-same-port"  #: at, primary
+    ALTERNATE_UNREACHABLE = "alternate-unreachable"  #: probe, at: where it was sent
+    # -- contradictions
+    NO_NAT_THEN_MAPPED = "no-nat-then-mapped"  #: at: Test I's mapping, other: the alternate's
+    NAT_VIEWS_DISAGREE = "nat-views-disagree"
+    MAPPING_WITHOUT_NAT = "mapping-without-nat"  #: behaviors: (mapping,)
+    METHODS_DISAGREE = "methods-disagree"  #: nat: (classic, RFC 5780), behaviors: (m, f)
+    METHODS_DISAGREE_SILENT = "methods-disagree-silent"  #: nat: (classic,)
+    # -- hairpinning
+    HAIRPIN_NO_MAPPED = "hairpin-no-mapped"
+    HAIRPIN_NO_NAT = "hairpin-no-nat"
+    HAIRPIN_NOT_RUN = "hairpin-not-run"
+    # -- binding lifetime (seconds)
+    LIFETIME_NOT_RUN = "lifetime-not-run"
+    LIFETIME_INCONSISTENT = "lifetime-inconsistent"  #: seconds: (gone after, survived)
+    LIFETIME_EXPIRED = "lifetime-expired"  #: seconds: (shortest wait,)
+    LIFETIME_TOO_SHORT = "lifetime-too-short"  #: seconds: (lower bound,)
+    LIFETIME_NEEDS_RFC5389 = "lifetime-needs-rfc5389"
+    LIFETIME_RESPONSE_PORT_LOST = "lifetime-response-port-lost"
+    LIFETIME_RESPONSE_PORT_ERROR = "lifetime-response-port-error"  #: error_code
+    LIFETIME_RESPONSE_PORT_IGNORED = "lifetime-response-port-ignored"
+    LIFETIME_NO_BINDING = "lifetime-no-binding"
+    # -- notes on combining (cause: the finding noted)
+    RFC5780_ALSO = "rfc5780-also"  #: cause
+    CLASSIC_INCONCLUSIVE = "classic-inconclusive"  #: cause
+    RFC5780_INCONCLUSIVE = "rfc5780-inconclusive"  #: cause
+    CLASSIC_UNTESTED_MAPPING = "classic-untested-mapping"  #: nat: (classic, RFC 5780), behaviors
+    ALG = "alg"  #: probe, at: MAPPED-ADDRESS, other: XOR-MAPPED-ADDRESS, count: other replies
+    CGNAT_MAPPED = "cgnat-mapped"  #: at
+    CGNAT_LOCAL = "cgnat-local"  #: at
+    PRIVATE_MAPPED = "private-mapped"  #: at
+    # -- the second server (at: the second server, other: its view, primary: the primary's)
+    ALT_SILENT = "alt-silent"  #: at
+    ALT_ERROR = "alt-error"  #: at, error_code
+    ALT_WRONG_SOURCE = "alt-wrong-source"  #: at, other: where the answer came from
+    ALT_NO_MAPPED = "alt-no-mapped"  #: at
+    ALT_NOTHING_TO_COMPARE = "alt-nothing-to-compare"  #: at, other
+    ALT_ALSO_NO_NAT = "alt-also-no-nat"  #: at, other
+    ALT_PATHS_DIFFER = "alt-paths-differ"  #: at, other, primary
+    ALT_SAME_CONTRADICTS = "alt-same-contradicts"  #: at, other, nat: (type,), behaviors
+    ALT_SAME_CONFIRMED = "alt-same-confirmed"  #: at, other
+    ALT_SAME_MEASURED = "alt-same-measured"  #: at, other
+    ALT_DIFFERENT_CONTRADICTS = "alt-different-contradicts"  #: at, other, primary, nat, behaviors
+    ALT_DEPENDENT_SYMMETRIC = "alt-dependent-symmetric"  #: at, other, primary
+    ALT_DEPENDENT_CONFIRMED = "alt-dependent-confirmed"  #: at, other, primary
+    # -- the run
+    SEND_FAILED = "send-failed"  #: at: where to, detail: the error
+    ORIGIN_MISMATCH = "origin-mismatch"  #: probe, at: the claimed origin, other: the source
+    DIALECT_RERUN = "dialect-rerun"
+    DIALECT_SILENT_TOO = "dialect-silent-too"
+    IPV6_SILENT_BUT_IPV4_ANSWERS = "ipv6-silent-but-ipv4-answers"
+    NO_IPV6_PATH = "no-ipv6-path"  #: detail: the error
+
+
+_W, _R = Why, ReasonCode
+#: The machine-stable code of each finding that can be a result's reason; the others are
+#: notes only.
+REASON_CODES: dict[Why, ReasonCode] = {
+    _W.NOT_RUN: _R.TEST_NOT_RUN,
+    _W.NO_RESPONSE: _R.NO_RESPONSE_FROM_SERVER,
+    _W.ERROR_RESPONSE: _R.SERVER_ERROR_RESPONSE,
+    _W.INVALID_RESPONSE: _R.INVALID_RESPONSE,
+    _W.WRONG_SOURCE: _R.UNEXPECTED_RESPONSE_SOURCE,
+    _W.NO_MAPPED_ADDRESS: _R.NO_MAPPED_ADDRESS,
+    _W.GAVE_NO_MAPPED_ADDRESS: _R.NO_MAPPED_ADDRESS,
+    _W.CHANGE_REJECTED: _R.CHANGE_REQUEST_REJECTED,
+    _W.CHANGE_IGNORED_ELSEWHERE: _R.CHANGE_REQUEST_IGNORED,
+    _W.SOURCE_NOT_RECORDED: _R.RESPONSE_SOURCE_UNKNOWN,
+    _W.CHANGE_IGNORED: _R.CHANGE_REQUEST_IGNORED,
+    _W.CHANGE_WRONG_SOURCE: _R.UNEXPECTED_RESPONSE_SOURCE,
+    _W.NO_ALTERNATE: _R.NO_ALTERNATE_ADDRESS,
+    _W.ALTERNATE_SAME_IP: _R.ALTERNATE_SAME_IP,
+    _W.ALTERNATE_SAME_PORT: _R.ALTERNATE_SAME_PORT,
+    _W.ALTERNATE_UNREACHABLE: _R.ALTERNATE_UNREACHABLE,
+    _W.NO_NAT_THEN_MAPPED: _R.INCONSISTENT_OBSERVATIONS,
+    _W.NAT_VIEWS_DISAGREE: _R.INCONSISTENT_OBSERVATIONS,
+    _W.MAPPING_WITHOUT_NAT: _R.INCONSISTENT_OBSERVATIONS,
+    _W.METHODS_DISAGREE: _R.METHODS_DISAGREE,
+    _W.METHODS_DISAGREE_SILENT: _R.METHODS_DISAGREE,
+    _W.HAIRPIN_NO_MAPPED: _R.NO_MAPPED_ADDRESS,
+    _W.HAIRPIN_NO_NAT: _R.NO_NAT,
+    _W.HAIRPIN_NOT_RUN: _R.TEST_NOT_RUN,
+    _W.LIFETIME_NOT_RUN: _R.TEST_NOT_RUN,
+    _W.LIFETIME_INCONSISTENT: _R.LIFETIME_INCONSISTENT,
+    _W.LIFETIME_EXPIRED: _R.LIFETIME_EXPIRED_AT_EVERY_WAIT,
+    _W.LIFETIME_TOO_SHORT: _R.LIFETIME_TOO_SHORT,
+    _W.LIFETIME_NEEDS_RFC5389: _R.LIFETIME_UNSUPPORTED,
+    _W.LIFETIME_RESPONSE_PORT_LOST: _R.LIFETIME_UNSUPPORTED,
+    _W.LIFETIME_RESPONSE_PORT_ERROR: _R.LIFETIME_UNSUPPORTED,
+    _W.LIFETIME_RESPONSE_PORT_IGNORED: _R.LIFETIME_UNSUPPORTED,
+    _W.LIFETIME_NO_BINDING: _R.NO_RESPONSE_FROM_SERVER,
+    _W.ALT_PATHS_DIFFER: _R.SERVERS_DISAGREE,
+    _W.ALT_SAME_CONTRADICTS: _R.SERVERS_DISAGREE,
+    _W.ALT_DIFFERENT_CONTRADICTS: _R.SERVERS_DISAGREE,
+}
+
+
+@dataclass(frozen=True)
+class Finding:
+    """What a decision found, as facts: why a result is unknown (or, for udp-blocked,
+    why UDP looks blocked), or a note. The one reason type of every decision; ``why``
+    picks the sentence ``classifier/report.py`` writes, the other fields fill it in.
+    ``code`` is the machine-stable ``reason_code`` of ``--json``."""
+
+    why: Why
+    probe: ProbeId | None = None
+    at: Endpoint | None = None
+    other: Endpoint | None = None
+    primary: Endpoint | None = None
+    error_code: int | None = None
+    seconds: tuple[float, ...] = ()
+    nat: tuple[NatType, ...] = ()
+    behaviors: tuple[Behavior, ...] = ()
+    count: int = 0
+    cause: Finding | None = None
+    detail: str = ""
+
+    @property
+    def code(self) -> ReasonCode | None:
+        return REASON_CODES.get(self.why)
 
 
 class _Explained:
-    """``reason`` and ``reason_code``, read from a result's ``finding``."""
+    """``reason_code``, read from a result's ``finding`` (the sentence is the report's)."""
 
     finding: Finding | None
-
-    @property
-    def reason(self) -> str | None:
-        return None if self.finding is None else self.finding.text
 
     @property
     def reason_code(self) -> ReasonCode | None:
@@ -367,8 +497,7 @@ class Verdict(_Explained):
     local_address: Endpoint | None
     alg_suspected: bool
     cgnat_suspected: bool
-    meaning: str
-    notes: tuple[str, ...] = ()
+    notes: tuple[Finding, ...] = ()
     classic: ClassicResult | None = None
     rfc5780: Rfc5780Result | None = None
     probes: tuple[Probe, ...] = ()

@@ -31,11 +31,13 @@ from enum import StrEnum
 
 import trio
 
+from .combine import beside_primary
 from .crosscheck import CrossCheck, cross_check
 from .model import (
     BindingLifetime,
     Extra,
     Family,
+    Finding,
     NatType,
     Probe,
     ProbeId,
@@ -43,7 +45,7 @@ from .model import (
     ProbeTest,
     ReasonCode,
     Verdict,
-    fmt,
+    Why,
     same_endpoint,
 )
 from .plan import (
@@ -116,12 +118,15 @@ class ProbeRecord:
 @dataclass(frozen=True)
 class LifetimeReport:
     """RFC 5780 §4.6: ``result`` from the (wait, still forwarded) ``trials``; or, when
-    the test could not run, ``result`` None with the reason."""
+    the test could not run, ``result`` None with the finding that says why."""
 
     result: BindingLifetime | None
     trials: tuple[tuple[float, bool], ...] = ()
-    reason: str | None = None
-    reason_code: ReasonCode | None = None
+    finding: Finding | None = None
+
+    @property
+    def reason_code(self) -> ReasonCode | None:
+        return None if self.finding is None else self.finding.code
 
 
 @dataclass(frozen=True)
@@ -156,14 +161,14 @@ class Observer:
     def probe_finished(self, record: ProbeRecord) -> None:
         """A probe has its outcome."""
 
-    def waiting(self, text: str) -> None:
-        """A long wait (the lifetime test) has begun."""
+    def waiting(self, trials: int, longest: float) -> None:
+        """A round of lifetime trials, the longest idle for ``longest`` seconds, began."""
 
 
 class _Unsupported(Exception):
-    def __init__(self, text: str) -> None:
-        super().__init__(text)
-        self.text = text
+    def __init__(self, finding: Finding) -> None:
+        super().__init__(finding.why)
+        self.finding = finding
 
 
 @dataclass(frozen=True)
@@ -208,7 +213,7 @@ class _Run:
         self.local_ip = local_ip
         self.observer = observer
         self.records: list[ProbeRecord] = []
-        self.notes: list[str] = []
+        self.notes: list[Finding] = []
         self.software: str | None = None
         self.alt_probe: Probe | None = None
         self._origin_mismatches: set[tuple[Endpoint, Endpoint]] = set()
@@ -223,9 +228,9 @@ class _Run:
         finally:
             sockets.close()
 
-    def _note(self, text: str) -> None:
-        if text not in self.notes:
-            self.notes.append(text)
+    def _note(self, finding: Finding) -> None:
+        if finding not in self.notes:
+            self.notes.append(finding)
 
     def _record(self, probe: Probe, family: str, dialect: Dialect, *, used: bool = True) -> None:
         record = ProbeRecord(probe, family, dialect, used)
@@ -241,7 +246,7 @@ class _Run:
         from anywhere but ``expected`` is ``bad-source``, whatever it says."""
         common: dict[str, object] = {"local": local, "attempts": exchange.attempts}
         for error in exchange.send_errors:
-            self._note(f"sending to {fmt(sent.target)} failed: {error}")
+            self._note(Finding(Why.SEND_FAILED, at=sent.target, detail=str(error)))
         if exchange.reply is None:
             return sent.record(ProbeOutcome.TIMEOUT, **common)
         source = exchange.reply.source
@@ -265,12 +270,7 @@ class _Run:
             (origin, source) not in self._origin_mismatches
         ):
             self._origin_mismatches.add((origin, source))
-            self._note(
-                f"the server's reply to {sent.name} names {fmt(origin)} as its origin "
-                f"(RESPONSE-ORIGIN or SOURCE-ADDRESS) but came from {fmt(source)}: a "
-                "server bug, or a server behind a NAT; the classifier goes by where "
-                "replies really come from"
-            )
+            self._note(Finding(Why.ORIGIN_MISMATCH, sent.id, at=origin, other=source))
         outcome = ProbeOutcome.OK if same_endpoint(source, expected) else ProbeOutcome.BAD_SOURCE
         return sent.record(outcome, **common)
 
@@ -413,14 +413,10 @@ class _Run:
                 return False
             if result.outcome is ProbeOutcome.ERROR:
                 raise _Unsupported(
-                    f"the server answered RESPONSE-PORT with error {result.error_code}: it "
-                    "does not support RFC 5780 §7.5, which the lifetime test needs"
+                    Finding(Why.LIFETIME_RESPONSE_PORT_ERROR, error_code=result.error_code)
                 )
             if exchange.reply.on == y.local:
-                raise _Unsupported(
-                    "the server ignored RESPONSE-PORT (its answer came back to the asking "
-                    "socket), which the lifetime test needs"
-                )
+                raise _Unsupported(Finding(Why.LIFETIME_RESPONSE_PORT_IGNORED))
             return result.outcome is ProbeOutcome.OK
 
     async def _lifetime_round(self, waits: Sequence[float]) -> list[tuple[float, bool]]:
@@ -446,31 +442,22 @@ class _Run:
 
     async def _lifetime(self, dialect: Dialect) -> LifetimeReport:
         if dialect is not Dialect.RFC5389:
-            return LifetimeReport(
-                None, (), "the server answers only RFC 3489 requests, and the lifetime test "
-                "needs RESPONSE-PORT (RFC 5780 §7.5)", ReasonCode.LIFETIME_UNSUPPORTED,
-            )
+            return LifetimeReport(None, (), Finding(Why.LIFETIME_NEEDS_RFC5389))
         limit = self.settings.lifetime_limit
         trials: list[tuple[float, bool]] = []
         try:
             if not await self._lifetime_trial(0.0):
-                return LifetimeReport(
-                    None, (), "no answer reached the first socket even without waiting: the "
-                    "server does not honour RESPONSE-PORT, or the path drops it",
-                    ReasonCode.LIFETIME_UNSUPPORTED,
-                )
+                return LifetimeReport(None, (), Finding(Why.LIFETIME_RESPONSE_PORT_LOST))
             for _ in range(12):  # a bound on rounds; the schedule needs about five
                 waits = lifetime_waits(
                     trials, first=limit / 20, limit=limit, resolution=limit / 60
                 )
                 if not waits:
                     break
-                self.observer.waiting(
-                    f"binding lifetime: {len(waits)} idle trials, the longest {max(waits):g} s"
-                )
+                self.observer.waiting(len(waits), max(waits))
                 trials.extend(await self._lifetime_round(waits))
         except _Unsupported as exc:
-            return LifetimeReport(None, tuple(trials), exc.text, ReasonCode.LIFETIME_UNSUPPORTED)
+            return LifetimeReport(None, tuple(trials), exc.finding)
         return LifetimeReport(binding_lifetime(trials), tuple(trials))
 
     # -- the whole run ------------------------------------------------------------
@@ -485,13 +472,10 @@ class _Run:
                                 for r in self.records]
                 self.alt_probe = None
                 dialect = Dialect.RFC3489
-                self._note(
-                    "the server ignored every request with the magic cookie (RFC 5389) but "
-                    "answered one without it: the tests were run again with RFC 3489 requests"
-                )
+                self._note(Finding(Why.DIALECT_RERUN))
                 found = await self._phase(PHASES[0], dialect)
             else:
-                self._note("a classic RFC 3489 request (no magic cookie) went unanswered too")
+                self._note(Finding(Why.DIALECT_SILENT_TOO))
         reachable = any_mapped(p for _, probes in found.values() for p in probes)
         if reachable:
             for phase in PHASES[1:]:
@@ -501,10 +485,7 @@ class _Run:
             if reachable:
                 lifetime = await self._lifetime(dialect)
             else:
-                lifetime = LifetimeReport(
-                    None, (), "the server never answered, so there is no binding to time",
-                    ReasonCode.NO_RESPONSE_FROM_SERVER,
-                )
+                lifetime = LifetimeReport(None, (), Finding(Why.LIFETIME_NO_BINDING))
         probes = [p for _, family_probes in found.values() for p in family_probes]
         locals_ = {family: local for family, (local, _) in found.items()}
         trials = lifetime.trials if lifetime is not None and lifetime.result else None
@@ -557,7 +538,7 @@ async def classify(settings: Settings, observer: Observer | None = None) -> Resu
 
     return Result(
         verdict=verdict,
-        server_name=settings.server_name or fmt(settings.server),
+        server_name=settings.server_name,
         server=settings.server,
         alternate=first_alternate(r.probe for r in run.records if r.used),
         dialect=dialect,
@@ -577,7 +558,7 @@ class Skipped:
     """An address family that was not classified, and why."""
 
     server: Endpoint
-    reason: str
+    finding: Finding
 
 
 async def classify_both(
@@ -591,7 +572,9 @@ async def classify_both(
         try:
             results["ipv6"] = await classify(settings, observer)
         except OSError as exc:
-            results["ipv6"] = Skipped(settings.server, f"no IPv6 path: {exc.strerror or exc}")
+            results["ipv6"] = Skipped(
+                settings.server, Finding(Why.NO_IPV6_PATH, detail=str(exc.strerror or exc))
+            )
 
     async with trio.open_nursery() as nursery:
         if ipv6 is not None:
@@ -600,16 +583,8 @@ async def classify_both(
     first = results["primary"]
     assert isinstance(first, Result)
     second_result = results.get("ipv6")
-    if (
-        isinstance(second_result, Result)
-        and second_result.verdict.nat_type is NatType.UDP_BLOCKED
-        and first.verdict.nat_type is not NatType.UDP_BLOCKED
-    ):
-        note = (
-            "the same server name answers over IPv4, so the silence over IPv6 may mean "
-            "that the server does not serve IPv6 rather than that IPv6 UDP is blocked"
-        )
-        verdict = replace(second_result.verdict, notes=(*second_result.verdict.notes, note))
+    if isinstance(second_result, Result):
+        verdict = beside_primary(second_result.verdict, first.verdict)
         second_result = replace(second_result, verdict=verdict)
     return first, second_result
 

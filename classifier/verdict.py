@@ -23,12 +23,14 @@ import itertools
 from collections.abc import Iterable, Sequence
 
 from .model import (
+    TESTS,
     Behavior,
     BehaviorResult,
     BindingLifetime,
     ClassicObservations,
     ClassicResult,
     Endpoint,
+    Family,
     FilteringObservations,
     Finding,
     HairpinObservations,
@@ -37,156 +39,95 @@ from .model import (
     NatType,
     PortAllocation,
     Probe,
+    ProbeId,
     ProbeOutcome,
     ProbeTest,
-    ReasonCode,
-    fmt,
+    Why,
     require_local,
     same_endpoint,
     same_ip,
 )
 
-
-def _error(code: int | None) -> str:
-    return "an error response" if code is None else f"error {code}"
-
-
 # --------------------------------------------------------------------------- shared checks
 
 
-def _reply_problem(probe: Probe, label: str) -> Finding | None:
+def _reply_problem(probe: Probe, test: ProbeId) -> Finding | None:
     """Why an answered request without CHANGE-REQUEST cannot be used, or None if it can.
     The caller has already dealt with a missing probe and with a timeout."""
     if probe.outcome is ProbeOutcome.ERROR:
-        return Finding(
-            ReasonCode.SERVER_ERROR_RESPONSE,
-            f"the server answered {label} with {_error(probe.error_code)} instead of "
-            "a mapped address",
-        )
+        return Finding(Why.ERROR_RESPONSE, test, error_code=probe.error_code)
     if probe.outcome is ProbeOutcome.INVALID:
-        return Finding(
-            ReasonCode.INVALID_RESPONSE,
-            f"the reply to {label} was not a valid Binding response",
-        )
+        return Finding(Why.INVALID_RESPONSE, test)
     origin = probe.origin
     if probe.outcome is ProbeOutcome.BAD_SOURCE or (
         origin is not None and not same_endpoint(origin, probe.target)
     ):
-        return Finding(
-            ReasonCode.UNEXPECTED_RESPONSE_SOURCE,
-            f"the reply to {label} came from {fmt(origin)}, not from "
-            f"{fmt(probe.target)} where the request was sent",
-        )
+        return Finding(Why.WRONG_SOURCE, test, at=origin, other=probe.target)
     if probe.mapped is None:
-        return Finding(
-            ReasonCode.NO_MAPPED_ADDRESS,
-            f"the reply to {label} carried no mapped address",
-        )
+        return Finding(Why.NO_MAPPED_ADDRESS, test)
     return None
 
 
 def _change_reply_problem(
-    probe: Probe, label: str, primary: Endpoint, expected: Endpoint
+    probe: Probe, test: ProbeId, primary: Endpoint, expected: Endpoint
 ) -> Finding | None:
     """Why a reply to a CHANGE-REQUEST test is not proof that the NAT let in a packet
     from ``expected``, or None if it is. The caller has dealt with None and timeouts."""
     if probe.outcome is ProbeOutcome.ERROR:
-        return Finding(
-            ReasonCode.CHANGE_REQUEST_REJECTED,
-            f"the server answered {label} with {_error(probe.error_code)}: it does not "
-            "carry out CHANGE-REQUEST, so it cannot test the NAT's filtering",
-        )
+        return Finding(Why.CHANGE_REJECTED, test, error_code=probe.error_code)
     if probe.outcome is ProbeOutcome.INVALID:
-        return Finding(
-            ReasonCode.INVALID_RESPONSE,
-            f"the reply to {label} was not a valid Binding response",
-        )
+        return Finding(Why.INVALID_RESPONSE, test)
     origin = probe.origin
     if origin is None:
         if probe.outcome is ProbeOutcome.BAD_SOURCE:
-            return Finding(
-                ReasonCode.CHANGE_REQUEST_IGNORED,
-                f"the reply to {label} came from the wrong address, not from "
-                f"{fmt(expected)}: the server ignored CHANGE-REQUEST, so the reply says "
-                "nothing about the NAT's filtering",
-            )
-        return Finding(
-            ReasonCode.RESPONSE_SOURCE_UNKNOWN,
-            f"the source of the reply to {label} was not recorded, so whether the server "
-            "honoured CHANGE-REQUEST cannot be checked",
-        )
+            return Finding(Why.CHANGE_IGNORED_ELSEWHERE, test, other=expected)
+        return Finding(Why.SOURCE_NOT_RECORDED, test)
     if probe.outcome is ProbeOutcome.OK and same_endpoint(origin, expected):
         return None
     if (probe.change_ip and same_ip(origin[0], primary[0])) or (
         probe.change_port and origin[1] == primary[1]
     ):
-        return Finding(
-            ReasonCode.CHANGE_REQUEST_IGNORED,
-            f"the reply to {label} came from {fmt(origin)} instead of {fmt(expected)}: "
-            "the server ignored CHANGE-REQUEST, so the reply says nothing about the "
-            "NAT's filtering",
-        )
-    return Finding(
-        ReasonCode.UNEXPECTED_RESPONSE_SOURCE,
-        f"the reply to {label} came from {fmt(origin)}, neither the primary address "
-        f"{fmt(primary)} nor {fmt(expected)} where CHANGE-REQUEST should have sent it from",
-    )
+        return Finding(Why.CHANGE_IGNORED, test, at=origin, other=expected)
+    return Finding(Why.CHANGE_WRONG_SOURCE, test, at=origin, other=expected, primary=primary)
 
 
 def _alternate_problem(test1: Probe, *, need_ip: bool, need_port: bool) -> Finding | None:
     """Whether Test I advertised an alternate address usable for the coming tests."""
     alt, primary = test1.other_address, test1.target
     if alt is None:
-        return Finding(
-            ReasonCode.NO_ALTERNATE_ADDRESS,
-            "server has no alternate address: its reply to Test I carried neither "
-            "OTHER-ADDRESS nor CHANGED-ADDRESS, so the tests that need a second IP "
-            "address and port cannot be run",
-        )
+        return Finding(Why.NO_ALTERNATE)
     if need_ip and same_ip(alt[0], primary[0]):
-        return Finding(
-            ReasonCode.ALTERNATE_SAME_IP,
-            f"server's alternate address {fmt(alt)} is on the same IP as its primary "
-            f"{fmt(primary)}, so it cannot send from a second IP address as the test needs",
-        )
+        return Finding(Why.ALTERNATE_SAME_IP, at=alt, primary=primary)
     if need_port and alt[1] == primary[1]:
-        return Finding(
-            ReasonCode.ALTERNATE_SAME_PORT,
-            f"server's alternate address {fmt(alt)} uses the same port as its primary "
-            f"{fmt(primary)}, so it cannot send from a second port as the test needs",
-        )
+        return Finding(Why.ALTERNATE_SAME_PORT, at=alt, primary=primary)
     return None
 
 
-def _alternate_unreachable(probe: Probe, label: str) -> Finding:
-    return Finding(
-        ReasonCode.ALTERNATE_UNREACHABLE,
-        f"no response from the server's alternate address {fmt(probe.target)} to {label}, "
-        "although the primary address answered: the alternate is unreachable or "
-        "advertised wrongly, so a missing reply cannot be blamed on the NAT",
-    )
+def _alternate_unreachable(probe: Probe, test: ProbeId) -> Finding:
+    return Finding(Why.ALTERNATE_UNREACHABLE, test, at=probe.target)
 
 
-def _not_run(label: str) -> Finding:
-    return Finding(ReasonCode.TEST_NOT_RUN, f"{label} was not run")
+def _not_run(test: ProbeId) -> Finding:
+    return Finding(Why.NOT_RUN, test)
 
 
-def _no_response(probe: Probe, label: str) -> Finding:
-    return Finding(
-        ReasonCode.NO_RESPONSE_FROM_SERVER,
-        f"no response from {fmt(probe.target)} to {label}: UDP is blocked on this "
-        "network, or the server is down",
-    )
+def _no_response(probe: Probe, test: ProbeId) -> Finding:
+    return Finding(Why.NO_RESPONSE, test, at=probe.target)
 
 
 # --------------------------------------------------------------------------- RFC 3489 §10.1
 
-_CLASSIC_LABEL: dict[ProbeTest, str] = {
-    ProbeTest.TEST1: "Test I",
-    ProbeTest.TEST2: "Test II (change IP and port)",
-    ProbeTest.TEST1_ALT: "Test I to the alternate address",
-    ProbeTest.TEST3: "Test III (change port)",
-}
+_T = ProbeTest
+
+
+def _ids(family: Family) -> dict[ProbeTest, ProbeId]:
+    return {test: ProbeId(family, test) for test in TESTS[family]}
+
+
+_CLASSIC = _ids(Family.CLASSIC)
+_MAPPING = _ids(Family.MAPPING)
+_FILTERING = _ids(Family.FILTERING)
+_HAIRPIN = _ids(Family.HAIRPIN)
 
 
 def classic_verdict(obs: ClassicObservations) -> ClassicResult:
@@ -197,6 +138,7 @@ def classic_verdict(obs: ClassicObservations) -> ClassicResult:
     silence only means filtering once the alternate address is known to answer.
     """
     local = obs.local
+    ids = _CLASSIC
 
     def unknown(problem: Finding, *tests: ProbeTest) -> ClassicResult:
         return ClassicResult(NatType.UNKNOWN, problem, tests, mapped, local)
@@ -207,62 +149,53 @@ def classic_verdict(obs: ClassicObservations) -> ClassicResult:
     mapped: Endpoint | None = None
     t1 = obs.test1
     if t1 is None:
-        return unknown(_not_run("Test I"), ProbeTest.TEST1)
+        return unknown(_not_run(ids[_T.TEST1]), _T.TEST1)
     if t1.outcome is ProbeOutcome.TIMEOUT:
-        silence = _no_response(t1, "Test I")
+        silence = _no_response(t1, ids[_T.TEST1])
         return ClassicResult(NatType.UDP_BLOCKED, silence, (), None, local)
-    if problem := _reply_problem(t1, "Test I"):
-        return unknown(problem, ProbeTest.TEST1)
+    if problem := _reply_problem(t1, ids[_T.TEST1]):
+        return unknown(problem, _T.TEST1)
     mapped = t1.mapped
     primary = t1.target
     if problem := _alternate_problem(t1, need_ip=True, need_port=True):
-        return unknown(problem, ProbeTest.TEST2, ProbeTest.TEST1_ALT, ProbeTest.TEST3)
+        return unknown(problem, _T.TEST2, _T.TEST1_ALT, _T.TEST3)
     assert t1.other_address is not None
     alternate = t1.other_address
     no_nat = same_endpoint(mapped, local)
 
     t2 = obs.test2
     if t2 is None:
-        return unknown(_not_run(_CLASSIC_LABEL[ProbeTest.TEST2]), ProbeTest.TEST2)
+        return unknown(_not_run(ids[_T.TEST2]), _T.TEST2)
     if t2.outcome is not ProbeOutcome.TIMEOUT:
-        label2 = _CLASSIC_LABEL[ProbeTest.TEST2]
-        if problem := _change_reply_problem(t2, label2, primary, alternate):
-            return unknown(problem, ProbeTest.TEST2)
+        if problem := _change_reply_problem(t2, ids[_T.TEST2], primary, alternate):
+            return unknown(problem, _T.TEST2)
         return found(NatType.OPEN_INTERNET if no_nat else NatType.FULL_CONE)
 
     # Test II went unanswered: filtering, or a server that cannot send from its
     # alternate address. A plain request to the alternate tells the two apart.
     ta = obs.test1_alt
     if ta is None:
-        return unknown(_not_run(_CLASSIC_LABEL[ProbeTest.TEST1_ALT]), ProbeTest.TEST1_ALT)
+        return unknown(_not_run(ids[_T.TEST1_ALT]), _T.TEST1_ALT)
     if ta.outcome is ProbeOutcome.TIMEOUT:
-        label_alt = _CLASSIC_LABEL[ProbeTest.TEST1_ALT]
-        return unknown(_alternate_unreachable(ta, label_alt), ProbeTest.TEST1_ALT)
-    if problem := _reply_problem(ta, _CLASSIC_LABEL[ProbeTest.TEST1_ALT]):
-        return unknown(problem, ProbeTest.TEST1_ALT)
+        return unknown(_alternate_unreachable(ta, ids[_T.TEST1_ALT]), _T.TEST1_ALT)
+    if problem := _reply_problem(ta, ids[_T.TEST1_ALT]):
+        return unknown(problem, _T.TEST1_ALT)
     if no_nat:
         if not same_endpoint(ta.mapped, local):
-            return unknown(
-                Finding(
-                    ReasonCode.INCONSISTENT_OBSERVATIONS,
-                    f"Test I saw no NAT (mapped address {fmt(mapped)} is the local "
-                    f"address) but Test I to the alternate address was mapped to "
-                    f"{fmt(ta.mapped)}",
-                ),
-                ProbeTest.TEST1_ALT,
-            )
+            inconsistent = Finding(Why.NO_NAT_THEN_MAPPED, at=mapped, other=ta.mapped)
+            return unknown(inconsistent, _T.TEST1_ALT)
         return found(NatType.SYMMETRIC_UDP_FIREWALL)
     if not same_endpoint(ta.mapped, mapped):
         return found(NatType.SYMMETRIC)
 
     t3 = obs.test3
     if t3 is None:
-        return unknown(_not_run(_CLASSIC_LABEL[ProbeTest.TEST3]), ProbeTest.TEST3)
+        return unknown(_not_run(ids[_T.TEST3]), _T.TEST3)
     if t3.outcome is ProbeOutcome.TIMEOUT:
         return found(NatType.PORT_RESTRICTED_CONE)
     expected = (primary[0], alternate[1])
-    if problem := _change_reply_problem(t3, _CLASSIC_LABEL[ProbeTest.TEST3], primary, expected):
-        return unknown(problem, ProbeTest.TEST3)
+    if problem := _change_reply_problem(t3, ids[_T.TEST3], primary, expected):
+        return unknown(problem, _T.TEST3)
     return found(NatType.RESTRICTED_CONE)
 
 
@@ -280,33 +213,22 @@ def mapping_behavior(
     address gives unknown, never endpoint-independent."""
     require_local(local)
     if test1_mapped is None:
-        return _behavior_unknown(
-            Finding(ReasonCode.NO_MAPPED_ADDRESS, "mapping Test I gave no mapped address"),
-            ProbeTest.TEST1,
-        )
+        return _no_mapped(_T.TEST1)
     if same_endpoint(test1_mapped, local):
         return BehaviorResult(Behavior.ENDPOINT_INDEPENDENT)
     if test2_mapped is None:
-        return _behavior_unknown(
-            Finding(
-                ReasonCode.NO_MAPPED_ADDRESS,
-                "mapping Test II (alternate IP, primary port) gave no mapped address",
-            ),
-            ProbeTest.TEST2,
-        )
+        return _no_mapped(_T.TEST2)
     if same_endpoint(test2_mapped, test1_mapped):
         return BehaviorResult(Behavior.ENDPOINT_INDEPENDENT)
     if test3_mapped is None:
-        return _behavior_unknown(
-            Finding(
-                ReasonCode.NO_MAPPED_ADDRESS,
-                "mapping Test III (alternate IP and port) gave no mapped address",
-            ),
-            ProbeTest.TEST3,
-        )
+        return _no_mapped(_T.TEST3)
     if same_endpoint(test3_mapped, test2_mapped):
         return BehaviorResult(Behavior.ADDRESS_DEPENDENT)
     return BehaviorResult(Behavior.ADDRESS_AND_PORT_DEPENDENT)
+
+
+def _no_mapped(test: ProbeTest) -> BehaviorResult:
+    return _behavior_unknown(Finding(Why.GAVE_NO_MAPPED_ADDRESS, _MAPPING[test]), test)
 
 
 def _behavior_unknown(problem: Finding, *tests: ProbeTest) -> BehaviorResult:
@@ -316,39 +238,38 @@ def _behavior_unknown(problem: Finding, *tests: ProbeTest) -> BehaviorResult:
 def mapping_verdict(obs: MappingObservations) -> BehaviorResult:
     """RFC 5780 §4.3 from probes: checks every reply and the server's alternate address,
     then decides with ``mapping_behavior``."""
+    ids = _MAPPING
     t1 = obs.test1
     if t1 is None:
-        return _behavior_unknown(_not_run("mapping Test I"), ProbeTest.TEST1)
+        return _behavior_unknown(_not_run(ids[_T.TEST1]), _T.TEST1)
     if t1.outcome is ProbeOutcome.TIMEOUT:
-        return _behavior_unknown(_no_response(t1, "mapping Test I"), ProbeTest.TEST1)
-    if problem := _reply_problem(t1, "mapping Test I"):
-        return _behavior_unknown(problem, ProbeTest.TEST1)
+        return _behavior_unknown(_no_response(t1, ids[_T.TEST1]), _T.TEST1)
+    if problem := _reply_problem(t1, ids[_T.TEST1]):
+        return _behavior_unknown(problem, _T.TEST1)
     if same_endpoint(t1.mapped, obs.local):
         return mapping_behavior(t1.mapped, None, None, obs.local)
     if problem := _alternate_problem(t1, need_ip=True, need_port=False):
-        return _behavior_unknown(problem, ProbeTest.TEST2, ProbeTest.TEST3)
+        return _behavior_unknown(problem, _T.TEST2, _T.TEST3)
 
-    label2 = "mapping Test II (alternate IP, primary port)"
     t2 = obs.test2
     if t2 is None:
-        return _behavior_unknown(_not_run(label2), ProbeTest.TEST2)
+        return _behavior_unknown(_not_run(ids[_T.TEST2]), _T.TEST2)
     if t2.outcome is ProbeOutcome.TIMEOUT:
-        return _behavior_unknown(_alternate_unreachable(t2, label2), ProbeTest.TEST2)
-    if problem := _reply_problem(t2, label2):
-        return _behavior_unknown(problem, ProbeTest.TEST2)
+        return _behavior_unknown(_alternate_unreachable(t2, ids[_T.TEST2]), _T.TEST2)
+    if problem := _reply_problem(t2, ids[_T.TEST2]):
+        return _behavior_unknown(problem, _T.TEST2)
     if same_endpoint(t2.mapped, t1.mapped):
         return mapping_behavior(t1.mapped, t2.mapped, None, obs.local)
     if problem := _alternate_problem(t1, need_ip=True, need_port=True):
-        return _behavior_unknown(problem, ProbeTest.TEST3)
+        return _behavior_unknown(problem, _T.TEST3)
 
-    label3 = "mapping Test III (alternate IP and port)"
     t3 = obs.test3
     if t3 is None:
-        return _behavior_unknown(_not_run(label3), ProbeTest.TEST3)
+        return _behavior_unknown(_not_run(ids[_T.TEST3]), _T.TEST3)
     if t3.outcome is ProbeOutcome.TIMEOUT:
-        return _behavior_unknown(_alternate_unreachable(t3, label3), ProbeTest.TEST3)
-    if problem := _reply_problem(t3, label3):
-        return _behavior_unknown(problem, ProbeTest.TEST3)
+        return _behavior_unknown(_alternate_unreachable(t3, ids[_T.TEST3]), _T.TEST3)
+    if problem := _reply_problem(t3, ids[_T.TEST3]):
+        return _behavior_unknown(problem, _T.TEST3)
     return mapping_behavior(t1.mapped, t2.mapped, t3.mapped, obs.local)
 
 
@@ -359,45 +280,43 @@ def filtering_verdict(obs: FilteringObservations) -> BehaviorResult:
     """RFC 5780 §4.4: Test II (change IP and port) answered → endpoint-independent; else
     Test III (change port) answered → address-dependent; else address-and-port-dependent.
     Silence counts only from a server proven able to answer from its alternate."""
+    ids = _FILTERING
     t1 = obs.test1
     if t1 is None:
-        return _behavior_unknown(_not_run("filtering Test I"), ProbeTest.TEST1)
+        return _behavior_unknown(_not_run(ids[_T.TEST1]), _T.TEST1)
     if t1.outcome is ProbeOutcome.TIMEOUT:
-        return _behavior_unknown(_no_response(t1, "filtering Test I"), ProbeTest.TEST1)
-    if problem := _reply_problem(t1, "filtering Test I"):
-        return _behavior_unknown(problem, ProbeTest.TEST1)
+        return _behavior_unknown(_no_response(t1, ids[_T.TEST1]), _T.TEST1)
+    if problem := _reply_problem(t1, ids[_T.TEST1]):
+        return _behavior_unknown(problem, _T.TEST1)
     if problem := _alternate_problem(t1, need_ip=True, need_port=True):
-        return _behavior_unknown(problem, ProbeTest.TEST2, ProbeTest.TEST1_ALT, ProbeTest.TEST3)
+        return _behavior_unknown(problem, _T.TEST2, _T.TEST1_ALT, _T.TEST3)
     assert t1.other_address is not None
     primary, alternate = t1.target, t1.other_address
 
-    label2 = "filtering Test II (change IP and port)"
     t2 = obs.test2
     if t2 is None:
-        return _behavior_unknown(_not_run(label2), ProbeTest.TEST2)
+        return _behavior_unknown(_not_run(ids[_T.TEST2]), _T.TEST2)
     if t2.outcome is not ProbeOutcome.TIMEOUT:
-        if problem := _change_reply_problem(t2, label2, primary, alternate):
-            return _behavior_unknown(problem, ProbeTest.TEST2)
+        if problem := _change_reply_problem(t2, ids[_T.TEST2], primary, alternate):
+            return _behavior_unknown(problem, _T.TEST2)
         return BehaviorResult(Behavior.ENDPOINT_INDEPENDENT)
 
-    label_alt = "filtering Test I to the alternate address"
     ta = obs.test1_alt
     if ta is None:
-        return _behavior_unknown(_not_run(label_alt), ProbeTest.TEST1_ALT)
+        return _behavior_unknown(_not_run(ids[_T.TEST1_ALT]), _T.TEST1_ALT)
     if ta.outcome is ProbeOutcome.TIMEOUT:
-        return _behavior_unknown(_alternate_unreachable(ta, label_alt), ProbeTest.TEST1_ALT)
-    if problem := _reply_problem(ta, label_alt):
-        return _behavior_unknown(problem, ProbeTest.TEST1_ALT)
+        return _behavior_unknown(_alternate_unreachable(ta, ids[_T.TEST1_ALT]), _T.TEST1_ALT)
+    if problem := _reply_problem(ta, ids[_T.TEST1_ALT]):
+        return _behavior_unknown(problem, _T.TEST1_ALT)
 
-    label3 = "filtering Test III (change port)"
     t3 = obs.test3
     if t3 is None:
-        return _behavior_unknown(_not_run(label3), ProbeTest.TEST3)
+        return _behavior_unknown(_not_run(ids[_T.TEST3]), _T.TEST3)
     if t3.outcome is ProbeOutcome.TIMEOUT:
         return BehaviorResult(Behavior.ADDRESS_AND_PORT_DEPENDENT)
     expected = (primary[0], alternate[1])
-    if problem := _change_reply_problem(t3, label3, primary, expected):
-        return _behavior_unknown(problem, ProbeTest.TEST3)
+    if problem := _change_reply_problem(t3, ids[_T.TEST3], primary, expected):
+        return _behavior_unknown(problem, _T.TEST3)
     return BehaviorResult(Behavior.ADDRESS_DEPENDENT)
 
 
@@ -410,41 +329,24 @@ def hairpinning(mapped: Endpoint | None, local: Endpoint, received: bool | None)
     test not run)."""
     require_local(local)
     if mapped is None:
-        return HairpinResult(
-            None,
-            Finding(
-                ReasonCode.NO_MAPPED_ADDRESS,
-                "hairpinning was not tested: no mapped address to send to",
-            ),
-            (ProbeTest.TEST1,),
-        )
+        return HairpinResult(None, Finding(Why.HAIRPIN_NO_MAPPED), (_T.TEST1,))
     if same_endpoint(mapped, local):
-        return HairpinResult(
-            None,
-            Finding(
-                ReasonCode.NO_NAT,
-                "hairpinning does not apply: the mapped address is the local address (no NAT)",
-            ),
-        )
+        return HairpinResult(None, Finding(Why.HAIRPIN_NO_NAT))
     if received is None:
-        return HairpinResult(
-            None, Finding(ReasonCode.TEST_NOT_RUN, "the hairpinning test was not run"),
-            (ProbeTest.SEND,),
-        )
+        return HairpinResult(None, Finding(Why.HAIRPIN_NOT_RUN), (_T.SEND,))
     return HairpinResult(received)
 
 
 def hairpin_verdict(obs: HairpinObservations) -> HairpinResult:
     """RFC 5780 §4.5 from probes."""
+    test1 = _HAIRPIN[_T.TEST1]
     t1 = obs.test1
     if t1 is None:
-        missing = _not_run("hairpin Test I")
-        return HairpinResult(None, missing, (ProbeTest.TEST1,))
+        return HairpinResult(None, _not_run(test1), (_T.TEST1,))
     if t1.outcome is ProbeOutcome.TIMEOUT:
-        silence = _no_response(t1, "hairpin Test I")
-        return HairpinResult(None, silence, (ProbeTest.TEST1,))
-    if problem := _reply_problem(t1, "hairpin Test I"):
-        return HairpinResult(None, problem, (ProbeTest.TEST1,))
+        return HairpinResult(None, _no_response(t1, test1), (_T.TEST1,))
+    if problem := _reply_problem(t1, test1):
+        return HairpinResult(None, problem, (_T.TEST1,))
     received = None if obs.send is None else obs.send.outcome is ProbeOutcome.OK
     return hairpinning(t1.mapped, obs.local, received)
 
@@ -492,7 +394,7 @@ def binding_lifetime(observations: Iterable[tuple[float, bool]]) -> BindingLifet
             None,
             None,
             True,
-            Finding(ReasonCode.TEST_NOT_RUN, "the binding lifetime test was not run"),
+            Finding(Why.LIFETIME_NOT_RUN),
         )
     dead = [wait for wait, alive in obs if not alive]
     upper = min(dead) if dead else None
@@ -507,12 +409,7 @@ def binding_lifetime(observations: Iterable[tuple[float, bool]]) -> BindingLifet
             upper,
             keepalive,
             False,
-            Finding(
-                ReasonCode.LIFETIME_INCONSISTENT,
-                f"the binding was gone after {upper:g} s yet survived {max(alive):g} s: "
-                "packets were lost or the NAT expires bindings irregularly; the bounds use "
-                f"only the waits under {upper:g} s",
-            ),
+            Finding(Why.LIFETIME_INCONSISTENT, seconds=(upper, max(alive))),
         )
     if lower is None:
         assert upper is not None
@@ -521,11 +418,7 @@ def binding_lifetime(observations: Iterable[tuple[float, bool]]) -> BindingLifet
             upper,
             None,
             True,
-            Finding(
-                ReasonCode.LIFETIME_EXPIRED_AT_EVERY_WAIT,
-                f"the binding was gone after every wait tried, the shortest {upper:g} s, so "
-                f"it lasts less than {upper:g} s",
-            ),
+            Finding(Why.LIFETIME_EXPIRED, seconds=(upper,)),
         )
     if keepalive is None:
         return BindingLifetime(
@@ -533,11 +426,7 @@ def binding_lifetime(observations: Iterable[tuple[float, bool]]) -> BindingLifet
             upper,
             None,
             True,
-            Finding(
-                ReasonCode.LIFETIME_TOO_SHORT,
-                f"the binding was only shown to last {lower:g} s, too short to recommend a "
-                "keepalive interval safely",
-            ),
+            Finding(Why.LIFETIME_TOO_SHORT, seconds=(lower,)),
         )
     return BindingLifetime(lower, upper, keepalive)
 

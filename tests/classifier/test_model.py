@@ -1,9 +1,10 @@
-"""The classifier's values (classifier/model.py): the typed probe id and the one endpoint
-formatter."""
+"""The classifier's values (classifier/model.py): the typed probe id, the findings and
+the one endpoint formatter."""
 
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -11,15 +12,22 @@ import pytest
 import classifier
 from classifier.model import (
     PORT_SAMPLES,
+    REASON_CODES,
     TESTS,
+    Behavior,
     Extra,
     Family,
+    Finding,
+    NatType,
     Probe,
     ProbeId,
     ProbeOutcome,
     ProbeTest,
+    ReasonCode,
+    Why,
     fmt,
 )
+from classifier.report import say
 
 
 def test_probe_id_text_is_the_json_name() -> None:
@@ -111,3 +119,27 @@ def test_the_endpoint_formatter_is_the_only_one() -> None:
         if re.search(r"\[\{[^}]*\}\]:\{", path.read_text(encoding="utf-8"))
     }
     assert spelled == {"model.py"}
+
+
+def test_every_finding_has_a_sentence_and_reasons_have_a_code() -> None:
+    """``classifier/report.py`` writes a sentence for every kind of finding; the kinds
+    that can be a result's reason carry a machine-stable code."""
+    full = Finding(
+        Why.NO_ALTERNATE,
+        ProbeId(Family.CLASSIC, ProbeTest.TEST1),
+        at=("192.0.2.1", 3478),
+        other=("192.0.2.2", 3479),
+        primary=("192.0.2.1", 3478),
+        error_code=420,
+        seconds=(30.0, 15.0),
+        nat=(NatType.FULL_CONE, NatType.SYMMETRIC),
+        behaviors=(Behavior.ENDPOINT_INDEPENDENT, Behavior.ADDRESS_DEPENDENT),
+        count=2,
+        cause=Finding(Why.NO_ALTERNATE),
+        detail="Network is unreachable",
+    )
+    sentences = {why: say(replace(full, why=why)) for why in Why}
+    assert all(sentences.values())
+    assert len(set(sentences.values())) == len(Why)  # no two kinds say the same
+    assert set(REASON_CODES.values()) == set(ReasonCode)
+    assert Finding(Why.ALG).code is None

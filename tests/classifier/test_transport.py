@@ -15,7 +15,6 @@ from dataclasses import replace
 import pytest
 import trio
 
-from classifier.combine import MEANING
 from classifier.crosscheck import cross_check
 from classifier.model import (
     Behavior,
@@ -28,8 +27,10 @@ from classifier.model import (
     ProbeTest,
     ReasonCode,
     Verdict,
+    Why,
 )
 from classifier.plan import lifetime_waits
+from classifier.report import reason, say
 from classifier.run import Dialect, Settings, Skipped, classify, classify_both
 from classifier.transport import (
     DEFAULT_TIMING,
@@ -314,7 +315,7 @@ async def test_natsrv_on_loopback_is_open_internet(stun_server: ServerInfo) -> N
     assert (v.nat_type, v.mapping, v.filtering) == (
         NatType.OPEN_INTERNET, Behavior.ENDPOINT_INDEPENDENT, Behavior.ENDPOINT_INDEPENDENT)
     assert v.hairpinning is None  # no NAT: not applicable
-    assert not v.inconclusive and v.reason is None
+    assert not v.inconclusive and v.finding is None
     assert v.local_address is not None and v.local_address[0] == PRIMARY_IP  # not 0.0.0.0
     assert v.mapped_address == v.local_address
     assert result.alternate is not None and result.alternate[0] == ALT_IP
@@ -363,9 +364,8 @@ async def test_limited_servers_are_unknown_with_a_reason(
 ) -> None:
     result = await classify(settings(await start_fake(nursery, mode)))
     v = result.verdict
-    assert (v.nat_type, v.reason_code) == (NatType.UNKNOWN, code), v.reason
-    assert v.inconclusive and v.reason
-    assert v.meaning == MEANING[NatType.UNKNOWN]
+    assert (v.nat_type, v.reason_code) == (NatType.UNKNOWN, code), reason(v.finding)
+    assert v.inconclusive and reason(v.finding)
 
 
 async def test_change_request_ignored_is_a_bad_source(nursery: trio.Nursery) -> None:
@@ -407,7 +407,7 @@ async def test_classic_only_server_falls_back_and_says_so(nursery: trio.Nursery)
     v = result.verdict
     assert v.nat_type is NatType.OPEN_INTERNET
     assert result.dialect is Dialect.RFC3489
-    assert any("RFC 3489 requests" in note for note in v.notes)
+    assert any("RFC 3489 requests" in say(note) for note in v.notes)
     dialect_probe = next(r for r in result.probes if r.family == "dialect")
     assert dialect_probe.probe.outcome is ProbeOutcome.OK and not dialect_probe.used
     modern = [r for r in result.probes if r.dialect is Dialect.RFC5389]
@@ -421,7 +421,7 @@ async def test_silent_server_is_udp_blocked_after_trying_both_dialects() -> None
     v = result.verdict
     assert v.nat_type is NatType.UDP_BLOCKED and not v.inconclusive
     assert v.reason_code is ReasonCode.NO_RESPONSE_FROM_SERVER
-    assert any("went unanswered too" in note for note in v.notes)
+    assert any("went unanswered too" in say(note) for note in v.notes)
     assert {r.probe.name for r in result.probes} == {
         "classic/test1", "mapping/test1", "filtering/test1", "hairpin/test1", "dialect/test1"}
     assert result.duration_s < 2 * FAST.total + 0.5
@@ -430,7 +430,7 @@ async def test_silent_server_is_udp_blocked_after_trying_both_dialects() -> None
 async def test_alg_and_cgnat_hints(nursery: trio.Nursery) -> None:
     alg = await classify(settings(await start_fake(nursery, "alg")))
     assert alg.verdict.alg_suspected
-    assert sum("ALG" in note for note in alg.verdict.notes) == 1
+    assert sum("ALG" in say(note) for note in alg.verdict.notes) == 1
     cgnat = await classify(settings(await start_fake(nursery, "full", mapped_ip="100.64.7.9")))
     assert cgnat.verdict.cgnat_suspected
     assert cgnat.verdict.mapped_address is not None
@@ -443,7 +443,7 @@ async def test_second_server_cross_check(nursery: trio.Nursery) -> None:
                                                    alt_ip=None, alt_port=None))
     result = await classify(settings(lone.udp[0], alt_server=other.udp[0]))
     assert result.cross_check is not None and result.cross_check.agrees is True
-    assert "also sees no NAT" in result.cross_check.note
+    assert "also sees no NAT" in say(result.cross_check.note)
     # Without an alternate the filtering stays unknown: a second server cannot test it.
     assert result.verdict.reason_code is ReasonCode.NO_ALTERNATE_ADDRESS
     alt_probe = next(r for r in result.probes if r.family == "cross-check")
@@ -476,7 +476,7 @@ async def test_ipv6_without_a_route_is_skipped(
                                         settings(("2001:db8::1", 3478)))
     assert primary.verdict.nat_type is NatType.OPEN_INTERNET
     assert isinstance(ipv6, Skipped)
-    assert ipv6.reason == "no IPv6 path: Network is unreachable"
+    assert say(ipv6.finding) == "no IPv6 path: Network is unreachable"
 
 
 async def test_local_address_that_is_not_ours_fails_before_probing() -> None:
@@ -512,7 +512,7 @@ async def test_lifetime_needs_response_port(nursery: trio.Nursery) -> None:
     life = result.lifetime
     assert life is not None and life.result is None
     assert life.reason_code is ReasonCode.LIFETIME_UNSUPPORTED
-    assert life.reason is not None and "ignored RESPONSE-PORT" in life.reason
+    assert life.finding is not None and "ignored RESPONSE-PORT" in say(life.finding)
 
 
 def test_lifetime_schedule() -> None:
@@ -537,8 +537,7 @@ ALT: Endpoint = ("192.0.2.7", 3478)
 
 
 def verdict(nat_type: NatType, mapping: Behavior, filtering: Behavior) -> Verdict:
-    return Verdict(nat_type, None, mapping, filtering, None, M1, LOCAL, False, False,
-                   MEANING[nat_type])
+    return Verdict(nat_type, None, mapping, filtering, None, M1, LOCAL, False, False)
 
 
 def alt_probe(mapped: Endpoint | None, outcome: ProbeOutcome = ProbeOutcome.OK) -> Probe:
@@ -557,12 +556,12 @@ def test_cross_check_confirms_and_completes() -> None:
     v, check = cross_check(known, TEST1, alt_probe(M1), LOCAL)
     assert check.agrees is True and v.nat_type is NatType.PORT_RESTRICTED_CONE
     unknown = replace(verdict(NatType.UNKNOWN, UNK, APD),
-                      finding=Finding(ReasonCode.NO_ALTERNATE_ADDRESS, "x"))
+                      finding=Finding(Why.NO_ALTERNATE))
     v, check = cross_check(unknown, TEST1, alt_probe(M1), LOCAL)
     assert (v.mapping, v.nat_type, v.reason_code) == (EI, NatType.PORT_RESTRICTED_CONE, None)
     v, check = cross_check(replace(unknown, filtering=UNK), TEST1, alt_probe(M2), LOCAL)
     assert (v.nat_type, v.mapping) == (NatType.SYMMETRIC, UNK)
-    assert v.meaning == MEANING[NatType.SYMMETRIC]
+    assert v.finding is None
 
 
 def test_cross_check_contradictions_are_unknown() -> None:
@@ -580,5 +579,5 @@ def test_cross_check_contradictions_are_unknown() -> None:
 def test_cross_check_without_an_answer_changes_nothing() -> None:
     known = verdict(NatType.FULL_CONE, EI, EI)
     v, check = cross_check(known, TEST1, alt_probe(None, ProbeOutcome.TIMEOUT), LOCAL)
-    assert check.agrees is None and "did not answer" in check.note
+    assert check.agrees is None and "did not answer" in say(check.note)
     assert v.nat_type is NatType.FULL_CONE
