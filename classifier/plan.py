@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
+from .binding import BindingReply
 from .combine import classify
 from .model import (
     PORT_SAMPLES,
@@ -32,6 +33,7 @@ from .model import (
     Endpoint,
     Family,
     FilteringObservations,
+    Finding,
     HairpinObservations,
     MappingObservations,
     Probe,
@@ -40,6 +42,8 @@ from .model import (
     ProbeTest,
     ReasonCode,
     Verdict,
+    Why,
+    same_endpoint,
 )
 from .verdict import (
     binding_lifetime,
@@ -152,6 +156,80 @@ class ProbeRequest:
             change_port=self.step.change_port,
             **observed,  # type: ignore[arg-type]
         )
+
+
+@dataclass(frozen=True)
+class ExtraRequest:
+    """A request outside the plan's families: the dialect check, the cross-check to the
+    second server, a lifetime trial's requests. Its probe never reaches a family's
+    verdict."""
+
+    id: ProbeId
+    target: Endpoint
+
+    @property
+    def name(self) -> str:
+        return str(self.id)
+
+    def record(self, outcome: ProbeOutcome, **observed: object) -> Probe:
+        """The ``Probe`` for this request; ``observed`` holds the reply's fields."""
+        return Probe(id=self.id, target=self.target, outcome=outcome, **observed)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What came back to a request: where from (``recvfrom``), after how long, and the
+    Binding response read from it (None: a STUN message, but no Binding response)."""
+
+    source: Endpoint
+    rtt_ms: float | None
+    reply: BindingReply | None
+
+
+def observe(
+    request: ProbeRequest | ExtraRequest,
+    answer: Answer | None,
+    *,
+    expected: Endpoint,
+    local: Endpoint,
+    attempts: int,
+) -> Probe:
+    """The ``Probe`` for a transaction sent from ``local``: no answer is a timeout, an
+    answer that is no Binding response invalid, an error response an error; a success
+    response from anywhere but ``expected`` is ``bad-source``, whatever it says."""
+    common: dict[str, object] = {"local": local, "attempts": attempts}
+    if answer is None:
+        return request.record(ProbeOutcome.TIMEOUT, **common)
+    common.update(source=answer.source, rtt_ms=answer.rtt_ms)
+    reply = answer.reply
+    if reply is None:
+        return request.record(ProbeOutcome.INVALID, **common)
+    common.update(
+        mapped=reply.mapped,
+        legacy_mapped=reply.legacy_mapped,
+        response_origin=reply.response_origin,
+        other_address=reply.other_address,
+        error_code=reply.error_code,
+    )
+    if not reply.success:
+        return request.record(ProbeOutcome.ERROR, **common)
+    ok = same_endpoint(answer.source, expected)
+    return request.record(ProbeOutcome.OK if ok else ProbeOutcome.BAD_SOURCE, **common)
+
+
+def origin_mismatch(probe: Probe) -> Finding | None:
+    """A note when a success response names as its origin (RESPONSE-ORIGIN or
+    SOURCE-ADDRESS) another address than the one it came from: a server bug or a server
+    behind a NAT. The classifier goes by the real source either way."""
+    origin, source = probe.response_origin, probe.source
+    if (
+        probe.outcome not in (ProbeOutcome.OK, ProbeOutcome.BAD_SOURCE)
+        or origin is None
+        or source is None
+        or same_endpoint(origin, source)
+    ):
+        return None
+    return Finding(Why.ORIGIN_MISMATCH, probe.id, at=origin, other=source)
 
 
 def _recorded(family: Family, probes: Iterable[Probe]) -> dict[ProbeId, Probe]:
@@ -361,6 +439,20 @@ def next_lifetime_wait(
     if lower is None:
         return None if upper <= resolution else upper / 2
     return None if upper - lower <= resolution else (lower + upper) / 2
+
+
+def lifetime_check(check: Probe, came_back_to_asker: bool) -> bool | Finding:
+    """A trial's result from its RESPONSE-PORT request: True when the idle socket got the
+    answer (the binding was still there), False when nothing came, or the finding that
+    the server cannot do the test (an error response, or an answer sent back to the
+    asking socket: RESPONSE-PORT ignored)."""
+    if check.outcome is ProbeOutcome.TIMEOUT:
+        return False
+    if check.outcome is ProbeOutcome.ERROR:
+        return Finding(Why.LIFETIME_RESPONSE_PORT_ERROR, error_code=check.error_code)
+    if came_back_to_asker:
+        return Finding(Why.LIFETIME_RESPONSE_PORT_IGNORED)
+    return check.outcome is ProbeOutcome.OK
 
 
 def lifetime_waits(

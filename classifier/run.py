@@ -31,10 +31,12 @@ from enum import StrEnum
 
 import trio
 
+from .binding import DEFAULT_TIMING, Retransmission, binding_request, read_binding_response
 from .combine import beside_primary
 from .crosscheck import CrossCheck, cross_check
 from .model import (
     BindingLifetime,
+    Endpoint,
     Extra,
     Family,
     Finding,
@@ -46,33 +48,32 @@ from .model import (
     ReasonCode,
     Verdict,
     Why,
-    same_endpoint,
 )
 from .plan import (
     LIFETIME_LIMIT_S,
     PHASES,
+    Answer,
+    ExtraRequest,
     ProbeRequest,
     any_mapped,
     ends_family,
     expected_source,
     first_alternate,
     first_test1_outcome,
+    lifetime_check,
     lifetime_waits,
     next_probe,
+    observe,
+    origin_mismatch,
     sent_along,
     verdict_from_probes,
 )
 from .transport import (
-    DEFAULT_TIMING,
     Counters,
-    Endpoint,
     Exchange,
-    Retransmission,
     Transport,
     UdpSocket,
-    binding_request,
     family_of,
-    read_binding_response,
     route_source,
 )
 from .verdict import binding_lifetime
@@ -171,21 +172,6 @@ class _Unsupported(Exception):
         self.finding = finding
 
 
-@dataclass(frozen=True)
-class _Sent:
-    """A request outside the plan's families (dialect check, cross-check, lifetime)."""
-
-    id: ProbeId
-    target: Endpoint
-
-    @property
-    def name(self) -> str:
-        return str(self.id)
-
-    def record(self, outcome: ProbeOutcome, **observed: object) -> Probe:
-        return Probe(id=self.id, target=self.target, outcome=outcome, **observed)  # type: ignore[arg-type]
-
-
 class _SocketSet:
     """A family's sockets by index, each opened on first use."""
 
@@ -216,7 +202,7 @@ class _Run:
         self.notes: list[Finding] = []
         self.software: str | None = None
         self.alt_probe: Probe | None = None
-        self._origin_mismatches: set[tuple[Endpoint, Endpoint]] = set()
+        self._origin_mismatches: set[tuple[Endpoint | None, Endpoint | None]] = set()
 
     @contextlib.asynccontextmanager
     async def _sockets(self) -> AsyncIterator[_SocketSet]:
@@ -239,43 +225,28 @@ class _Run:
 
     # -- one probe ----------------------------------------------------------------
     def _probe_from(
-        self, sent: ProbeRequest | _Sent, exchange: Exchange, expected: Endpoint,
+        self, sent: ProbeRequest | ExtraRequest, exchange: Exchange, expected: Endpoint,
         local: Endpoint,
     ) -> Probe:
-        """The ``Probe`` for a transaction: its outcome and the reply's fields. A reply
-        from anywhere but ``expected`` is ``bad-source``, whatever it says."""
-        common: dict[str, object] = {"local": local, "attempts": exchange.attempts}
+        """The ``Probe`` for a transaction (``plan.observe``), noting send errors and a
+        reply that names another origin than its source."""
         for error in exchange.send_errors:
             self._note(Finding(Why.SEND_FAILED, at=sent.target, detail=str(error)))
-        if exchange.reply is None:
-            return sent.record(ProbeOutcome.TIMEOUT, **common)
-        source = exchange.reply.source
-        common.update(source=source, rtt_ms=exchange.rtt_ms)
-        reply = read_binding_response(exchange.reply.message)
-        if reply is None:
-            return sent.record(ProbeOutcome.INVALID, **common)
-        if self.software is None and reply.software:
-            self.software = reply.software
-        common.update(
-            mapped=reply.mapped,
-            legacy_mapped=reply.legacy_mapped,
-            response_origin=reply.response_origin,
-            other_address=reply.other_address,
-            error_code=reply.error_code,
-        )
-        if not reply.success:
-            return sent.record(ProbeOutcome.ERROR, **common)
-        origin = reply.response_origin
-        if origin is not None and not same_endpoint(origin, source) and (
-            (origin, source) not in self._origin_mismatches
-        ):
-            self._origin_mismatches.add((origin, source))
-            self._note(Finding(Why.ORIGIN_MISMATCH, sent.id, at=origin, other=source))
-        outcome = ProbeOutcome.OK if same_endpoint(source, expected) else ProbeOutcome.BAD_SOURCE
-        return sent.record(outcome, **common)
+        answer: Answer | None = None
+        if exchange.reply is not None:
+            reply = read_binding_response(exchange.reply.message)
+            if self.software is None and reply is not None and reply.software:
+                self.software = reply.software
+            answer = Answer(exchange.reply.source, exchange.rtt_ms, reply)
+        probe = observe(sent, answer, expected=expected, local=local, attempts=exchange.attempts)
+        mismatch = origin_mismatch(probe)
+        if mismatch is not None and (mismatch.at, mismatch.other) not in self._origin_mismatches:
+            self._origin_mismatches.add((mismatch.at, mismatch.other))
+            self._note(mismatch)
+        return probe
 
     async def _ask(
-        self, sent: ProbeRequest | _Sent, sock: UdpSocket, dialect: Dialect, *,
+        self, sent: ProbeRequest | ExtraRequest, sock: UdpSocket, dialect: Dialect, *,
         expected: Endpoint | None = None, change_ip: bool = False, change_port: bool = False,
     ) -> Probe:
         """One Binding transaction from ``sock`` to ``sent.target``."""
@@ -326,7 +297,7 @@ class _Run:
             alt = self.settings.alt_server
             if (family is Family.MAPPING and alt is not None
                     and first_test1_outcome(probes) is ProbeOutcome.OK):
-                sent = _Sent(ProbeId(family, ProbeTest.ALT_SERVER), alt)
+                sent = ExtraRequest(ProbeId(family, ProbeTest.ALT_SERVER), alt)
                 self.alt_probe = await self._ask(sent, first, dialect)
                 self._record(self.alt_probe, "cross-check", dialect, used=False)
         return local, probes
@@ -378,7 +349,7 @@ class _Run:
         async with self._sockets() as sockets:
             sock = await sockets.get(0)
             probe = await self._ask(
-                _Sent(ProbeId(Extra.DIALECT, ProbeTest.TEST1), self.settings.server), sock,
+                ExtraRequest(ProbeId(Extra.DIALECT, ProbeTest.TEST1), self.settings.server), sock,
                 Dialect.RFC3489,
             )
         self._record(probe, "dialect", Dialect.RFC3489, used=False)
@@ -394,7 +365,7 @@ class _Run:
             x = await sockets.get(0)
             y = await sockets.get(1)
             probe = await self._ask(
-                _Sent(ProbeId(Extra.LIFETIME, ProbeTest.TEST1, wait_s=wait), server), x,
+                ExtraRequest(ProbeId(Extra.LIFETIME, ProbeTest.TEST1, wait_s=wait), server), x,
                 Dialect.RFC5389,
             )
             self._record(probe, "lifetime", Dialect.RFC5389, used=False)
@@ -402,22 +373,19 @@ class _Run:
                 return None
             if wait > 0:
                 await trio.sleep(wait)  # the measurement itself: the binding stays idle
-            check = _Sent(ProbeId(Extra.LIFETIME, ProbeTest.CHECK, wait_s=wait), server)
+            check = ExtraRequest(ProbeId(Extra.LIFETIME, ProbeTest.CHECK, wait_s=wait), server)
             self.observer.probe_started(check.name, server)
             exchange = await self.transport.transaction(
                 y, server, binding_request(response_port=probe.mapped[1]), accept=[x, y]
             )
             result = self._probe_from(check, exchange, server, y.local)
             self._record(result, "lifetime", Dialect.RFC5389, used=False)
-            if exchange.reply is None:
-                return False
-            if result.outcome is ProbeOutcome.ERROR:
-                raise _Unsupported(
-                    Finding(Why.LIFETIME_RESPONSE_PORT_ERROR, error_code=result.error_code)
-                )
-            if exchange.reply.on == y.local:
-                raise _Unsupported(Finding(Why.LIFETIME_RESPONSE_PORT_IGNORED))
-            return result.outcome is ProbeOutcome.OK
+            found = lifetime_check(
+                result, exchange.reply is not None and exchange.reply.on == y.local
+            )
+            if isinstance(found, Finding):
+                raise _Unsupported(found)
+            return found
 
     async def _lifetime_round(self, waits: Sequence[float]) -> list[tuple[float, bool]]:
         """Trials side by side; one that finds the binding gone cancels the longer ones."""

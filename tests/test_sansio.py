@@ -11,6 +11,7 @@ SANS_IO = [
     "natsrv.stun.framing",
     "natsrv.core",
     "classifier.model",
+    "classifier.binding",
     "classifier.verdict",
     "classifier.combine",
     "classifier.plan",

@@ -15,6 +15,13 @@ from dataclasses import replace
 import pytest
 import trio
 
+from classifier.binding import (
+    DEFAULT_TIMING,
+    RFC8489_TIMING,
+    Retransmission,
+    binding_request,
+    read_binding_response,
+)
 from classifier.crosscheck import cross_check
 from classifier.model import (
     Behavior,
@@ -32,15 +39,7 @@ from classifier.model import (
 from classifier.plan import lifetime_waits
 from classifier.report import reason, say
 from classifier.run import Dialect, Settings, Skipped, classify, classify_both
-from classifier.transport import (
-    DEFAULT_TIMING,
-    RFC8489_TIMING,
-    Retransmission,
-    Transport,
-    binding_request,
-    read_binding_response,
-    route_source,
-)
+from classifier.transport import Transport, route_source
 from natsrv.net.serve import ServerInfo, serve
 from natsrv.stun import (
     MAGIC_COOKIE,

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field, replace
 
 import pytest
 
+from classifier.binding import BindingReply
 from classifier.combine import Rfc5780Result, classify, combine, rfc5780_verdict
 from classifier.model import (
     PORT_SAMPLES,
@@ -16,6 +17,7 @@ from classifier.model import (
     ClassicObservations,
     ClassicResult,
     Endpoint,
+    Extra,
     Family,
     FilteringObservations,
     Finding,
@@ -36,12 +38,17 @@ from classifier.model import (
 from classifier.plan import (
     PHASES,
     STEPS,
+    Answer,
+    ExtraRequest,
     ProbeRequest,
     Step,
     Target,
+    lifetime_check,
     next_lifetime_wait,
     next_probe,
     observations,
+    observe,
+    origin_mismatch,
     port_pairs,
     verdict_from_probes,
 )
@@ -1496,3 +1503,43 @@ def test_whole_run_port_preservation() -> None:
     assert verdict.port_allocation is not None
     assert verdict.port_allocation.preserves_port is True
     assert verdict.hairpinning is False
+
+
+# --------------------------------------------------------------------------- plan: recording
+
+
+def test_observe_turns_an_answer_into_a_probe() -> None:
+    request = ProbeRequest(Family.FILTERING, STEPS[Family.FILTERING][1], PRIMARY)
+
+    def seen(answer: Answer | None) -> Probe:
+        return observe(request, answer, expected=ALT, local=LOCAL, attempts=2)
+
+    silent = seen(None)
+    assert (silent.outcome, silent.attempts, silent.local, silent.source) == (
+        TIMEOUT, 2, LOCAL, None,
+    )
+    assert seen(Answer(ALT, 3.0, None)).outcome is INVALID
+    error = seen(Answer(ALT, 3.0, BindingReply(False, error_code=420)))
+    assert (error.outcome, error.error_code) == (ERROR, 420)
+    reply = BindingReply(True, mapped=MAPPED, other_address=ALT, response_origin=ALT)
+    good = seen(Answer(ALT, 3.0, reply))
+    assert (good.outcome, good.mapped, good.rtt_ms, good.change_ip) == (OK, MAPPED, 3.0, True)
+    assert origin_mismatch(good) is None
+    wrong = seen(Answer(PRIMARY, 3.0, reply))
+    assert wrong.outcome is BAD_SOURCE
+    mismatch = origin_mismatch(wrong)
+    assert mismatch is not None and say(mismatch) == (
+        "the server's reply to filtering/test2 names 198.51.100.2:3479 as its origin "
+        "(RESPONSE-ORIGIN or SOURCE-ADDRESS) but came from 198.51.100.1:3478: a server bug, "
+        "or a server behind a NAT; the classifier goes by where replies really come from"
+    )
+
+
+def test_lifetime_check() -> None:
+    check = ExtraRequest(ProbeId(Extra.LIFETIME, ProbeTest.CHECK, wait_s=15.0), PRIMARY)
+    assert lifetime_check(check.record(TIMEOUT), False) is False
+    assert lifetime_check(check.record(OK, source=PRIMARY), False) is True
+    ignored = lifetime_check(check.record(OK, source=PRIMARY), True)
+    assert isinstance(ignored, Finding) and ignored.code is ReasonCode.LIFETIME_UNSUPPORTED
+    rejected = lifetime_check(check.record(ERROR, error_code=420), False)
+    assert isinstance(rejected, Finding) and "error 420" in say(rejected)
