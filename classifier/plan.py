@@ -6,7 +6,7 @@ and the probes within a family one at a time, since each depends on the replies 
 it. The transport (``classifier/transport.py``) loops::
 
     while (request := next_probe(family, server, local, probes)) is not None:
-        probes.append(request.record(...what came back...))
+        probes.append(observe(request, ...what came back...))
 
 and finally calls ``verdict_from_probes``. Which probe comes next is the verdict's
 decision, not a second copy of it: a family asks for the first test its verdict reports

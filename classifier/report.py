@@ -1,6 +1,9 @@
 """What ``natsrv classify`` prints: one JSON object (``--json``) or a rich table, one
 plain sentence on what the result means for peer-to-peer calls, and the progress shown
-on a terminal's stderr while the probes run. The only classifier module importing rich.
+on a terminal's stderr while the probes run. The only classifier module importing rich,
+and the only one writing prose: the decisions give ``Finding`` facts, and ``say`` turns
+each into its sentence (a result's ``reason``, a note), with the tests' labels and what
+each NAT type means (``MEANING``).
 
 The JSON object (DESIGN.md, "Command line"): ``nat_type``, ``reason`` and
 ``reason_code`` (null unless the type is unknown, or for udp-blocked why it looks

@@ -1,18 +1,21 @@
-"""One classification run: the probe plan (``classifier/plan.py``) carried out over the
-transport (``classifier/transport.py``), and the verdict (``classifier/verdict.py``).
+"""One classification run, in trio: the probe plan (``classifier/plan.py``) carried out
+over the transport (``classifier/transport.py``). This module only sends and waits;
+what to send, where a reply must come from, what an answer means and the verdict are
+the pure modules' (``plan.py``, ``verdict.py``, ``combine.py``, ``crosscheck.py``).
 
 - Every family of tests gets fresh local sockets, bound to the address the kernel uses
   to reach the server (never a wildcard); the families of a phase run concurrently, so
   one family's packets cannot open the NAT for another's test. Within a family the plan
-  orders the probes; the one liberty taken here is to send Test III (change port) along
-  with Test II of the classic and filtering families: it goes to the primary, already
-  contacted, so it opens nothing new, and on a filtering NAT it saves a whole timeout.
-  The plan still decides whether its result is used.
-- Every reply is checked: its transaction ID (the transport), then where it came from:
-  a plain request must be answered by the address it was sent to, a CHANGE-REQUEST by
-  the changed IP and/or port of the OTHER-ADDRESS / CHANGED-ADDRESS that Test I gave.
-  A reply from anywhere else is recorded as ``bad-source``, an error response as
-  ``error``; the verdict treats neither as a reply.
+  orders the probes; it allows one liberty (``plan.sent_along``): Test III (change port)
+  is sent along with Test II of the classic and filtering families, since it goes to
+  the primary, already contacted, and on a filtering NAT it saves a whole timeout. The
+  plan still decides whether its result is used.
+- Every reply is checked: its transaction ID (the transport), then where it came from
+  (``plan.expected_source``, ``plan.observe``): a plain request must be answered by the
+  address it was sent to, a CHANGE-REQUEST by the changed IP and/or port of the
+  OTHER-ADDRESS / CHANGED-ADDRESS that Test I gave. A reply from anywhere else is
+  recorded as ``bad-source``, an error response as ``error``; the verdict treats neither
+  as a reply.
 - Dialects: requests carry the magic cookie (RFC 5389/8489). Only when every family's
   Test I went unanswered is one RFC 3489 request (no cookie) sent; if the server answers
   that, the whole run is repeated in the RFC 3489 dialect, and a note says so.

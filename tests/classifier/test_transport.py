@@ -188,7 +188,10 @@ def success(data: bytes, src: tuple[str, int]) -> bytes:
     return request.reply(MessageClass.SUCCESS, [(Attr.XOR_MAPPED_ADDRESS, src)]).encode()
 
 
-async def test_retransmits_until_answered(nursery: trio.Nursery) -> None:
+async def test_retransmits_until_answered(
+    nursery: trio.Nursery,
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     seen: list[tuple[float, bytes]] = []
 
     async def drop_two(sock: trio.socket.SocketType, data: bytes, src: tuple[str, int],
@@ -211,7 +214,10 @@ async def test_retransmits_until_answered(nursery: trio.Nursery) -> None:
     transport.close_all()
 
 
-async def test_gives_up_after_rc_sends(nursery: trio.Nursery) -> None:
+async def test_gives_up_after_rc_sends(
+    nursery: trio.Nursery,
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     seen: list[bytes] = []
     all_seen = trio.Event()
 
@@ -235,7 +241,10 @@ async def test_gives_up_after_rc_sends(nursery: trio.Nursery) -> None:
     transport.close_all()
 
 
-async def test_wrong_transaction_id_and_garbage_are_ignored(nursery: trio.Nursery) -> None:
+async def test_wrong_transaction_id_and_garbage_are_ignored(
+    nursery: trio.Nursery,
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     async def tricky(sock: trio.socket.SocketType, data: bytes, src: tuple[str, int],
                      n: int) -> None:
         request = decode_untrusted(data)
@@ -257,7 +266,10 @@ async def test_wrong_transaction_id_and_garbage_are_ignored(nursery: trio.Nurser
     transport.close_all()
 
 
-async def test_only_wrong_transaction_ids_is_a_timeout(nursery: trio.Nursery) -> None:
+async def test_only_wrong_transaction_ids_is_a_timeout(
+    nursery: trio.Nursery,
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     async def wrong_only(sock: trio.socket.SocketType, data: bytes, src: tuple[str, int],
                          n: int) -> None:
         request = decode_untrusted(data)
@@ -275,6 +287,7 @@ async def test_only_wrong_transaction_ids_is_a_timeout(nursery: trio.Nursery) ->
 
 async def test_reply_on_another_socket_is_accepted_only_when_asked(
     nursery: trio.Nursery,
+    autojump_clock: trio.testing.MockClock,
 ) -> None:
     """RESPONSE-PORT sends the answer to another of our sockets: accepted there only
     when the transaction says so."""
@@ -307,7 +320,10 @@ def settings(server: Endpoint, **kw: object) -> Settings:
     return Settings(server, timing=FAST, **kw)  # type: ignore[arg-type]
 
 
-async def test_natsrv_on_loopback_is_open_internet(stun_server: ServerInfo) -> None:
+async def test_natsrv_on_loopback_is_open_internet(
+    stun_server: ServerInfo,
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     primary = stun_server.udp[0]
     result = await classify(settings(primary))
     v = result.verdict
@@ -329,7 +345,10 @@ async def test_natsrv_on_loopback_is_open_internet(stun_server: ServerInfo) -> N
     assert result.duration_s < 1.0
 
 
-async def test_every_family_uses_its_own_sockets(stun_server: ServerInfo) -> None:
+async def test_every_family_uses_its_own_sockets(
+    stun_server: ServerInfo,
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     result = await classify(settings(stun_server.udp[0]))
     by_family: dict[str, set[Endpoint]] = {}
     for record in result.probes:
@@ -359,7 +378,10 @@ async def start_fake(nursery: trio.Nursery, mode: str, **kw: object) -> Endpoint
     ("alt-unreachable", ReasonCode.ALTERNATE_UNREACHABLE),
 ])
 async def test_limited_servers_are_unknown_with_a_reason(
-    nursery: trio.Nursery, mode: str, code: ReasonCode
+    nursery: trio.Nursery,
+    mode: str,
+    code: ReasonCode,
+    autojump_clock: trio.testing.MockClock,
 ) -> None:
     result = await classify(settings(await start_fake(nursery, mode)))
     v = result.verdict
@@ -367,7 +389,10 @@ async def test_limited_servers_are_unknown_with_a_reason(
     assert v.inconclusive and reason(v.finding)
 
 
-async def test_change_request_ignored_is_a_bad_source(nursery: trio.Nursery) -> None:
+async def test_change_request_ignored_is_a_bad_source(
+    nursery: trio.Nursery,
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     primary = await start_fake(nursery, "ignore-change")
     result = await classify(settings(primary))
     test2 = next(r.probe for r in result.probes if r.probe.name == "classic/test2")
@@ -375,14 +400,20 @@ async def test_change_request_ignored_is_a_bad_source(nursery: trio.Nursery) -> 
     assert test2.source == primary
 
 
-async def test_error_response_is_never_reachable(nursery: trio.Nursery) -> None:
+async def test_error_response_is_never_reachable(
+    nursery: trio.Nursery,
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     result = await classify(settings(await start_fake(nursery, "reject-change")))
     test2 = next(r.probe for r in result.probes if r.probe.name == "filtering/test2")
     assert (test2.outcome, test2.error_code) == (ProbeOutcome.ERROR, 420)
     assert result.verdict.filtering is Behavior.UNKNOWN
 
 
-async def test_a_plain_reply_from_another_port_is_a_bad_source(nursery: trio.Nursery) -> None:
+async def test_a_plain_reply_from_another_port_is_a_bad_source(
+    nursery: trio.Nursery,
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     elsewhere = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     await elsewhere.bind((PRIMARY_IP, 0))
 
@@ -401,7 +432,10 @@ async def test_a_plain_reply_from_another_port_is_a_bad_source(nursery: trio.Nur
     assert test1.source == elsewhere_address
 
 
-async def test_classic_only_server_falls_back_and_says_so(nursery: trio.Nursery) -> None:
+async def test_classic_only_server_falls_back_and_says_so(
+    nursery: trio.Nursery,
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     result = await classify(settings(await start_fake(nursery, "classic-only")))
     v = result.verdict
     assert v.nat_type is NatType.OPEN_INTERNET
@@ -414,7 +448,9 @@ async def test_classic_only_server_falls_back_and_says_so(nursery: trio.Nursery)
     assert all(r.probe.outcome is ProbeOutcome.TIMEOUT for r in modern)
 
 
-async def test_silent_server_is_udp_blocked_after_trying_both_dialects() -> None:
+async def test_silent_server_is_udp_blocked_after_trying_both_dialects(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     port = free_port()  # nothing listens there
     result = await classify(settings((PRIMARY_IP, port)))
     v = result.verdict
@@ -426,7 +462,10 @@ async def test_silent_server_is_udp_blocked_after_trying_both_dialects() -> None
     assert result.duration_s < 2 * FAST.total + 0.5
 
 
-async def test_alg_and_cgnat_hints(nursery: trio.Nursery) -> None:
+async def test_alg_and_cgnat_hints(
+    nursery: trio.Nursery,
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     alg = await classify(settings(await start_fake(nursery, "alg")))
     assert alg.verdict.alg_suspected
     assert sum("ALG" in say(note) for note in alg.verdict.notes) == 1
@@ -436,7 +475,10 @@ async def test_alg_and_cgnat_hints(nursery: trio.Nursery) -> None:
     assert cgnat.verdict.mapped_address[0] == "100.64.7.9"
 
 
-async def test_second_server_cross_check(nursery: trio.Nursery) -> None:
+async def test_second_server_cross_check(
+    nursery: trio.Nursery,
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     lone = await nursery.start(serve, stun_config(alt_ip=None, alt_port=None))
     other = await nursery.start(serve, stun_config(listen=((ALT_IP, free_port()),),
                                                    alt_ip=None, alt_port=None))
@@ -449,7 +491,11 @@ async def test_second_server_cross_check(nursery: trio.Nursery) -> None:
     assert alt_probe.probe.target == other.udp[0] and not alt_probe.used
 
 
-async def test_ipv6_alongside_ipv4(nursery: trio.Nursery, stun_server: ServerInfo) -> None:
+async def test_ipv6_alongside_ipv4(
+    nursery: trio.Nursery,
+    stun_server: ServerInfo,
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     v6 = await nursery.start(serve, stun_config(listen=(("::1", free_port()),), alt_ip=None))
     primary, ipv6 = await classify_both(settings(stun_server.udp[0]), settings(v6.udp[0]))
     assert primary.verdict.nat_type is NatType.OPEN_INTERNET and primary.ip_version == 4
@@ -461,7 +507,9 @@ async def test_ipv6_alongside_ipv4(nursery: trio.Nursery, stun_server: ServerInf
 
 
 async def test_ipv6_without_a_route_is_skipped(
-    stun_server: ServerInfo, monkeypatch: pytest.MonkeyPatch
+    stun_server: ServerInfo,
+    monkeypatch: pytest.MonkeyPatch,
+    autojump_clock: trio.testing.MockClock,
 ) -> None:
     real = route_source
 
@@ -483,7 +531,10 @@ async def test_local_address_that_is_not_ours_fails_before_probing() -> None:
         await classify(settings((PRIMARY_IP, 3478), local_ip="192.0.2.200"))
 
 
-async def test_local_port_is_used_by_the_classic_tests(stun_server: ServerInfo) -> None:
+async def test_local_port_is_used_by_the_classic_tests(
+    stun_server: ServerInfo,
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     port = free_port()
     result = await classify(settings(stun_server.udp[0], local_ip=PRIMARY_IP, local_port=port))
     first = [r.probe for r in result.probes
@@ -495,7 +546,10 @@ async def test_local_port_is_used_by_the_classic_tests(stun_server: ServerInfo) 
 # --------------------------------------------------------------------------- lifetime
 
 
-async def test_lifetime_on_loopback_outlives_the_limit(stun_server: ServerInfo) -> None:
+async def test_lifetime_on_loopback_outlives_the_limit(
+    stun_server: ServerInfo,
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     result = await classify(settings(stun_server.udp[0], lifetime=True, lifetime_limit=0.2))
     life = result.lifetime
     assert life is not None and life.result is not None
@@ -505,7 +559,10 @@ async def test_lifetime_on_loopback_outlives_the_limit(stun_server: ServerInfo) 
     assert all(alive for _, alive in life.trials)
 
 
-async def test_lifetime_needs_response_port(nursery: trio.Nursery) -> None:
+async def test_lifetime_needs_response_port(
+    nursery: trio.Nursery,
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     result = await classify(settings(await start_fake(nursery, "ignore-change"),
                                      lifetime=True, lifetime_limit=0.2))
     life = result.lifetime
