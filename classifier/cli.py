@@ -24,9 +24,9 @@ from typing import NoReturn
 
 import trio
 
+from .binding import DEFAULT_TIMING
+from .model import Endpoint, NatType
 from .run import Observer, Settings, classify_both
-from .transport import DEFAULT_TIMING, Endpoint
-from .verdict import NatType
 
 EXIT_OK = 0
 EXIT_FAILURE = 1

@@ -18,18 +18,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from .verdict import (
-    MEANING,
+from .model import (
     Behavior,
     Endpoint,
+    Finding,
     NatType,
     Probe,
     ProbeOutcome,
-    ReasonCode,
     Verdict,
-    derive_nat_type,
+    Why,
     same_endpoint,
 )
+from .verdict import derive_nat_type
 
 _CONES = frozenset({NatType.FULL_CONE, NatType.RESTRICTED_CONE, NatType.PORT_RESTRICTED_CONE})
 _NO_NAT = frozenset({NatType.OPEN_INTERNET, NatType.SYMMETRIC_UDP_FIREWALL})
@@ -44,24 +44,18 @@ class CrossCheck:
     server: Endpoint
     mapped: Endpoint | None
     agrees: bool | None
-    note: str
+    note: Finding
 
 
-def _fmt(endpoint: Endpoint | None) -> str:
-    if endpoint is None:
-        return "no address"
-    host, port = endpoint
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+def _disagree(verdict: Verdict, finding: Finding) -> Verdict:
+    return replace(verdict, nat_type=NatType.UNKNOWN, finding=finding)
 
 
-def _disagree(verdict: Verdict, text: str) -> Verdict:
-    return replace(
-        verdict,
-        nat_type=NatType.UNKNOWN,
-        reason=text,
-        reason_code=ReasonCode.SERVERS_DISAGREE,
-        meaning=MEANING[NatType.UNKNOWN],
-    )
+_NO_CHECK = {
+    ProbeOutcome.TIMEOUT: Why.ALT_SILENT,
+    ProbeOutcome.ERROR: Why.ALT_ERROR,
+    ProbeOutcome.BAD_SOURCE: Why.ALT_WRONG_SOURCE,
+}
 
 
 def cross_check(
@@ -72,48 +66,36 @@ def cross_check(
     server."""
     server = alt.target
 
-    def result(v: Verdict, agrees: bool | None, note: str) -> tuple[Verdict, CrossCheck]:
+    def result(v: Verdict, agrees: bool | None, note: Finding) -> tuple[Verdict, CrossCheck]:
         return replace(v, notes=(*v.notes, note)), CrossCheck(server, alt.mapped, agrees, note)
 
     if alt.outcome is not ProbeOutcome.OK or alt.mapped is None:
-        what = {
-            ProbeOutcome.TIMEOUT: "did not answer",
-            ProbeOutcome.ERROR: f"answered with error {alt.error_code}",
-            ProbeOutcome.BAD_SOURCE: f"answered from {_fmt(alt.source)} instead",
-        }.get(alt.outcome, "gave no mapped address")
-        return result(verdict, None, f"the second server {_fmt(server)} {what}: no cross-check")
+        why = _NO_CHECK.get(alt.outcome, Why.ALT_NO_MAPPED)
+        return result(verdict, None, Finding(why, at=server, other=alt.source,
+                                             error_code=alt.error_code))
     if test1 is None or test1.outcome is not ProbeOutcome.OK or test1.mapped is None:
-        return result(
-            verdict, None,
-            f"the second server {_fmt(server)} mapped this host to {_fmt(alt.mapped)}, but "
-            "the primary gave no mapped address to compare with",
-        )
+        return result(verdict, None, Finding(Why.ALT_NOTHING_TO_COMPARE, at=server,
+                                             other=alt.mapped))
     m1, m2 = test1.mapped, alt.mapped
     if same_endpoint(m1, local):
         if same_endpoint(m2, local):
-            return result(verdict, True,
-                          f"the second server {_fmt(server)} also sees no NAT ({_fmt(m2)})")
-        text = (
-            f"the primary server sees this host's own address {_fmt(m1)} (no NAT), but the "
-            f"second server {_fmt(server)} sees {_fmt(m2)}: they are reached through "
-            "different paths, so no single type fits"
-        )
-        return result(_disagree(verdict, text), False, text)
+            return result(verdict, True, Finding(Why.ALT_ALSO_NO_NAT, at=server, other=m2))
+        differ = Finding(Why.ALT_PATHS_DIFFER, at=server, other=m2, primary=m1)
+        return result(_disagree(verdict, differ), False, differ)
 
     nat_type = verdict.nat_type
+
+    def seen(
+        why: Why, nat: tuple[NatType, ...] = (), behaviors: tuple[Behavior, ...] = ()
+    ) -> Finding:
+        return Finding(why, at=server, other=m2, primary=m1, nat=nat, behaviors=behaviors)
+
     if same_endpoint(m1, m2):
         if verdict.mapping in _DEPENDENT or nat_type is NatType.SYMMETRIC or nat_type in _NO_NAT:
-            text = (
-                f"the second server {_fmt(server)} sees the same mapped address {_fmt(m2)} "
-                f"as the primary, which contradicts {nat_type} ({verdict.mapping} mapping)"
-            )
-            return result(_disagree(verdict, text), False, text)
-        note = (
-            f"the second server {_fmt(server)} sees the same mapped address {_fmt(m2)}: "
-            "endpoint-independent mapping confirmed"
-        )
+            contradiction = seen(Why.ALT_SAME_CONTRADICTS, (nat_type,), (verdict.mapping,))
+            return result(_disagree(verdict, contradiction), False, contradiction)
         if verdict.mapping is Behavior.ENDPOINT_INDEPENDENT:
-            return result(verdict, True, note)
+            return result(verdict, True, seen(Why.ALT_SAME_CONFIRMED))
         # The primary could not test the mapping: the second server supplies it.
         filled = replace(verdict, mapping=Behavior.ENDPOINT_INDEPENDENT)
         if nat_type is NatType.UNKNOWN:
@@ -121,27 +103,17 @@ def cross_check(
                 Behavior.ENDPOINT_INDEPENDENT, verdict.filtering, False, True
             )
             if derived is not NatType.UNKNOWN:
-                filled = replace(filled, nat_type=derived, reason=None, reason_code=None,
-                                 meaning=MEANING[derived])
-        return result(filled, True, note.replace("confirmed", "(measured with it)"))
+                filled = replace(filled, nat_type=derived, finding=None)
+        return result(filled, True, seen(Why.ALT_SAME_MEASURED))
 
     if verdict.mapping is Behavior.ENDPOINT_INDEPENDENT or nat_type in _CONES | _NO_NAT:
-        text = (
-            f"the second server {_fmt(server)} sees {_fmt(m2)} where the primary saw "
-            f"{_fmt(m1)}, which contradicts {nat_type} ({verdict.mapping} mapping)"
-        )
-        return result(_disagree(verdict, text), False, text)
-    note = (
-        f"the second server {_fmt(server)} sees {_fmt(m2)} where the primary saw {_fmt(m1)}: "
-        "the mapping depends on the destination"
-    )
+        contradiction = seen(Why.ALT_DIFFERENT_CONTRADICTS, (nat_type,), (verdict.mapping,))
+        return result(_disagree(verdict, contradiction), False, contradiction)
     if nat_type is NatType.UNKNOWN and verdict.mapping is Behavior.UNKNOWN:
         # Address- or address-and-port-dependent: either way a symmetric NAT.
-        symmetric = replace(verdict, nat_type=NatType.SYMMETRIC, reason=None, reason_code=None,
-                            meaning=MEANING[NatType.SYMMETRIC])
-        return result(symmetric, True, note + " (a symmetric NAT; whether address- or "
-                      "address-and-port-dependent needs the primary's alternate address)")
-    return result(verdict, True, note + ": dependent mapping confirmed")
+        symmetric = replace(verdict, nat_type=NatType.SYMMETRIC, finding=None)
+        return result(symmetric, True, seen(Why.ALT_DEPENDENT_SYMMETRIC))
+    return result(verdict, True, seen(Why.ALT_DEPENDENT_CONFIRMED))
 
 
 __all__ = ["CrossCheck", "cross_check"]

@@ -6,7 +6,7 @@ and the probes within a family one at a time, since each depends on the replies 
 it. The transport (``classifier/transport.py``) loops::
 
     while (request := next_probe(family, server, local, probes)) is not None:
-        probes.append(request.record(...what came back...))
+        probes.append(observe(request, ...what came back...))
 
 and finally calls ``verdict_from_probes``. Which probe comes next is the verdict's
 decision, not a second copy of it: a family asks for the first test its verdict reports
@@ -25,33 +25,33 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-from .verdict import (
+from .binding import BindingReply
+from .combine import classify
+from .model import (
+    PORT_SAMPLES,
     ClassicObservations,
     Endpoint,
+    Family,
     FilteringObservations,
+    Finding,
     HairpinObservations,
     MappingObservations,
     Probe,
+    ProbeId,
     ProbeOutcome,
+    ProbeTest,
     ReasonCode,
     Verdict,
+    Why,
+    same_endpoint,
+)
+from .verdict import (
     binding_lifetime,
     classic_verdict,
-    classify,
     filtering_verdict,
     hairpin_verdict,
     mapping_verdict,
 )
-
-
-class Family(StrEnum):
-    """A group of probes sharing the family's own sockets."""
-
-    CLASSIC = "classic"  #: RFC 3489 §10.1
-    MAPPING = "mapping"  #: RFC 5780 §4.3
-    FILTERING = "filtering"  #: RFC 5780 §4.4
-    HAIRPIN = "hairpin"  #: RFC 5780 §4.5
-    PORT_ALLOCATION = "port-allocation"  #: RFC 4787 §4.2.1
 
 
 class Target(StrEnum):
@@ -65,27 +65,28 @@ class Target(StrEnum):
 
 @dataclass(frozen=True)
 class Step:
-    """One probe of a family. ``name`` is the observation field it fills. ``socket``
-    numbers the family's sockets (0 is the one ``local`` names). A step that does not
-    ``expect_reply`` is a request sent from ``socket`` to be received on socket 0: ok
-    when it arrived, timeout when not."""
+    """One probe of a family. ``test`` is the observation field it fills (``index``:
+    which port allocation sample). ``socket`` numbers the family's sockets (0 is the one
+    ``local`` names). A step that does not ``expect_reply`` is a request sent from
+    ``socket`` to be received on socket 0: ok when it arrived, timeout when not."""
 
-    name: str
+    test: ProbeTest
     target: Target
     change_ip: bool = False
     change_port: bool = False
     socket: int = 0
     expect_reply: bool = True
+    index: int | None = None
 
-
-#: How many fresh sockets the port allocation family samples.
-PORT_SAMPLES = 4
+    def id(self, family: Family) -> ProbeId:
+        """The id of this step's probe in ``family``."""
+        return ProbeId(family, self.test, self.index)
 
 _CHANGE_TESTS = (
-    Step("test1", Target.PRIMARY),
-    Step("test2", Target.PRIMARY, change_ip=True, change_port=True),
-    Step("test1_alt", Target.ALTERNATE),
-    Step("test3", Target.PRIMARY, change_port=True),
+    Step(ProbeTest.TEST1, Target.PRIMARY),
+    Step(ProbeTest.TEST2, Target.PRIMARY, change_ip=True, change_port=True),
+    Step(ProbeTest.TEST1_ALT, Target.ALTERNATE),
+    Step(ProbeTest.TEST3, Target.PRIMARY, change_port=True),
 )
 
 #: The classic flow compares Test I's mapping with Test I to the alternate's, so the socket
@@ -96,27 +97,27 @@ _CHANGE_TESTS = (
 #: family's second socket: their replies test filtering just the same, on a mapping of
 #: their own toward the primary.
 _CLASSIC_TESTS = (
-    Step("test1", Target.PRIMARY),
-    Step("test2", Target.PRIMARY, change_ip=True, change_port=True, socket=1),
-    Step("test1_alt", Target.ALTERNATE),
-    Step("test3", Target.PRIMARY, change_port=True, socket=1),
+    Step(ProbeTest.TEST1, Target.PRIMARY),
+    Step(ProbeTest.TEST2, Target.PRIMARY, change_ip=True, change_port=True, socket=1),
+    Step(ProbeTest.TEST1_ALT, Target.ALTERNATE),
+    Step(ProbeTest.TEST3, Target.PRIMARY, change_port=True, socket=1),
 )
 
 #: Every step each family may send, in order; which of them run depends on the replies.
 STEPS: dict[Family, tuple[Step, ...]] = {
     Family.CLASSIC: _CLASSIC_TESTS,
     Family.MAPPING: (
-        Step("test1", Target.PRIMARY),
-        Step("test2", Target.ALT_IP_PRIMARY_PORT),
-        Step("test3", Target.ALTERNATE),
+        Step(ProbeTest.TEST1, Target.PRIMARY),
+        Step(ProbeTest.TEST2, Target.ALT_IP_PRIMARY_PORT),
+        Step(ProbeTest.TEST3, Target.ALTERNATE),
     ),
     Family.FILTERING: _CHANGE_TESTS,
     Family.HAIRPIN: (
-        Step("test1", Target.PRIMARY),
-        Step("send", Target.OWN_MAPPED, socket=1, expect_reply=False),
+        Step(ProbeTest.TEST1, Target.PRIMARY),
+        Step(ProbeTest.SEND, Target.OWN_MAPPED, socket=1, expect_reply=False),
     ),
     Family.PORT_ALLOCATION: tuple(
-        Step(f"sample{i}", Target.PRIMARY, socket=i) for i in range(PORT_SAMPLES)
+        Step(ProbeTest.SAMPLE, Target.PRIMARY, socket=i, index=i) for i in range(PORT_SAMPLES)
     ),
 }
 
@@ -138,13 +139,17 @@ class ProbeRequest:
     target: Endpoint
 
     @property
+    def id(self) -> ProbeId:
+        return self.step.id(self.family)
+
+    @property
     def name(self) -> str:
-        return probe_name(self.family, self.step.name)
+        return str(self.id)
 
     def record(self, outcome: ProbeOutcome, **observed: object) -> Probe:
         """The ``Probe`` for this request; ``observed`` holds the reply's fields."""
         return Probe(
-            name=self.name,
+            id=self.id,
             target=self.target,
             outcome=outcome,
             change_ip=self.step.change_ip,
@@ -153,21 +158,89 @@ class ProbeRequest:
         )
 
 
-def probe_name(family: Family, step: str) -> str:
-    """The name a probe carries in observations and in the JSON output."""
-    return f"{family}/{step}"
+@dataclass(frozen=True)
+class ExtraRequest:
+    """A request outside the plan's families: the dialect check, the cross-check to the
+    second server, a lifetime trial's requests. Its probe never reaches a family's
+    verdict."""
+
+    id: ProbeId
+    target: Endpoint
+
+    @property
+    def name(self) -> str:
+        return str(self.id)
+
+    def record(self, outcome: ProbeOutcome, **observed: object) -> Probe:
+        """The ``Probe`` for this request; ``observed`` holds the reply's fields."""
+        return Probe(id=self.id, target=self.target, outcome=outcome, **observed)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What came back to a request: where from (``recvfrom``), after how long, and the
+    Binding response read from it (None: a STUN message, but no Binding response)."""
+
+    source: Endpoint
+    rtt_ms: float | None
+    reply: BindingReply | None
+
+
+def observe(
+    request: ProbeRequest | ExtraRequest,
+    answer: Answer | None,
+    *,
+    expected: Endpoint,
+    local: Endpoint,
+    attempts: int,
+) -> Probe:
+    """The ``Probe`` for a transaction sent from ``local``: no answer is a timeout, an
+    answer that is no Binding response invalid, an error response an error; a success
+    response from anywhere but ``expected`` is ``bad-source``, whatever it says."""
+    common: dict[str, object] = {"local": local, "attempts": attempts}
+    if answer is None:
+        return request.record(ProbeOutcome.TIMEOUT, **common)
+    common.update(source=answer.source, rtt_ms=answer.rtt_ms)
+    reply = answer.reply
+    if reply is None:
+        return request.record(ProbeOutcome.INVALID, **common)
+    common.update(
+        mapped=reply.mapped,
+        legacy_mapped=reply.legacy_mapped,
+        response_origin=reply.response_origin,
+        other_address=reply.other_address,
+        error_code=reply.error_code,
+    )
+    if not reply.success:
+        return request.record(ProbeOutcome.ERROR, **common)
+    ok = same_endpoint(answer.source, expected)
+    return request.record(ProbeOutcome.OK if ok else ProbeOutcome.BAD_SOURCE, **common)
+
+
+def origin_mismatch(probe: Probe) -> Finding | None:
+    """A note when a success response names as its origin (RESPONSE-ORIGIN or
+    SOURCE-ADDRESS) another address than the one it came from: a server bug or a server
+    behind a NAT. The classifier goes by the real source either way."""
+    origin, source = probe.response_origin, probe.source
+    if (
+        probe.outcome not in (ProbeOutcome.OK, ProbeOutcome.BAD_SOURCE)
+        or origin is None
+        or source is None
+        or same_endpoint(origin, source)
+    ):
+        return None
+    return Finding(Why.ORIGIN_MISMATCH, probe.id, at=origin, other=source)
+
+
+def _recorded(family: Family, probes: Iterable[Probe]) -> dict[ProbeId, Probe]:
+    """This family's probes by id; a later record of a step replaces an earlier."""
+    ids = {step.id(family) for step in STEPS[family]}
+    return {probe.id: probe for probe in probes if probe.id in ids}
 
 
 def _fields(family: Family, probes: Iterable[Probe]) -> dict[str, Probe]:
-    """This family's probes by step name; a later record of a step replaces an earlier."""
-    prefix = f"{family}/"
-    names = {step.name for step in STEPS[family]}
-    found: dict[str, Probe] = {}
-    for probe in probes:
-        step = probe.name.removeprefix(prefix)
-        if probe.name.startswith(prefix) and step in names:
-            found[step] = probe
-    return found
+    """This family's probes as observation fields (``test1=...``)."""
+    return {str(pid.test): probe for pid, probe in _recorded(family, probes).items()}
 
 
 _Observations = (
@@ -186,7 +259,7 @@ def observations(family: Family, local: Endpoint, probes: Iterable[Probe]) -> _O
     return _OBSERVATIONS[family](local, **_fields(family, probes))
 
 
-def _missing_step(family: Family, local: Endpoint, probes: Sequence[Probe]) -> str | None:
+def _missing_step(family: Family, local: Endpoint, probes: Sequence[Probe]) -> ProbeTest | None:
     obs = observations(family, local, probes)
     if isinstance(obs, ClassicObservations):
         result = classic_verdict(obs)
@@ -223,24 +296,83 @@ def next_probe(
     """The next probe ``family`` needs given the probes so far, or None when it is done.
     ``local`` is the address the kernel used for the family's socket 0."""
     if family is Family.PORT_ALLOCATION:
-        done = _fields(family, probes)
-        step = next((s for s in STEPS[family] if s.name not in done), None)
+        done = _recorded(family, probes)
+        step = next((s for s in STEPS[family] if s.id(family) not in done), None)
         return None if step is None else ProbeRequest(family, step, server)
     missing = _missing_step(family, local, probes)
     if missing is None:
         return None
-    step = next(s for s in STEPS[family] if s.name == missing)
-    test1 = _fields(family, probes).get("test1")
+    step = next(s for s in STEPS[family] if s.test is missing)
+    test1 = _recorded(family, probes).get(ProbeId(family, ProbeTest.TEST1))
     return ProbeRequest(family, step, _resolve(step.target, server, test1))
+
+
+def expected_source(request: ProbeRequest, probes: Sequence[Probe]) -> Endpoint:
+    """Where the reply to ``request`` must come from: its target, or for CHANGE-REQUEST
+    the target with the IP and/or port of the family's Test I OTHER-ADDRESS."""
+    step = request.step
+    if not (step.change_ip or step.change_port):
+        return request.target
+    test1 = _recorded(request.family, probes)[ProbeId(request.family, ProbeTest.TEST1)]
+    alt = test1.other_address
+    assert alt is not None  # the plan asks for CHANGE-REQUEST only with a valid alternate
+    ip = alt[0] if step.change_ip else request.target[0]
+    port = alt[1] if step.change_port else request.target[1]
+    return ip, port
+
+
+#: Families whose Test III may be sent along with Test II: it goes to the primary too, so
+#: it opens nothing new in the NAT, and its reply (primary IP, alternate port) is filtered
+#: independently of Test II's and of the request to the alternate; sent early, it saves a
+#: whole timeout on a filtering NAT. The plan still decides whether its result is used.
+_EARLY_TEST3 = frozenset({Family.CLASSIC, Family.FILTERING})
+
+
+def sent_along(request: ProbeRequest) -> ProbeRequest | None:
+    """The request that may be sent together with ``request`` (Test III with Test II of
+    the classic and filtering families), or None."""
+    if request.family not in _EARLY_TEST3 or request.step.test is not ProbeTest.TEST2:
+        return None
+    step = next(s for s in STEPS[request.family] if s.test is ProbeTest.TEST3)
+    return ProbeRequest(request.family, step, request.target)
+
+
+def ends_family(probe: Probe) -> bool:
+    """Whether ``probe`` ends its family early whatever the plan would ask next: a port
+    allocation sample without a reply (the samples count only as an unbroken sequence)."""
+    return probe.id.family is Family.PORT_ALLOCATION and probe.outcome is not ProbeOutcome.OK
+
+
+def first_test1_outcome(probes: Iterable[Probe]) -> ProbeOutcome | None:
+    """What became of the first Test I among ``probes`` (one family's), None if not sent."""
+    return next((p.outcome for p in probes if p.id.test is ProbeTest.TEST1), None)
+
+
+def any_mapped(probes: Iterable[Probe]) -> bool:
+    """Whether some Test I got a mapped address: the server is reachable, and the later
+    phases (port allocation, lifetime) have something to measure."""
+    return any(
+        p.outcome is ProbeOutcome.OK and p.mapped is not None
+        for p in probes
+        if p.id.test is ProbeTest.TEST1
+    )
+
+
+def first_alternate(probes: Iterable[Probe]) -> Endpoint | None:
+    """The alternate address the first Test I reported (OTHER-ADDRESS/CHANGED-ADDRESS)."""
+    return next(
+        (p.other_address for p in probes if p.id.test is ProbeTest.TEST1 and p.other_address),
+        None,
+    )
 
 
 def port_pairs(probes: Iterable[Probe]) -> list[tuple[int, int]]:
     """(local port, mapped port) of each answered port allocation sample, in step order;
     samples without a reply, a mapped address or a recorded local address are skipped."""
-    done = _fields(Family.PORT_ALLOCATION, probes)
+    done = _recorded(Family.PORT_ALLOCATION, probes)
     pairs = []
     for step in STEPS[Family.PORT_ALLOCATION]:
-        probe = done.get(step.name)
+        probe = done.get(step.id(Family.PORT_ALLOCATION))
         if (
             probe is not None
             and probe.outcome is ProbeOutcome.OK
@@ -269,7 +401,7 @@ def verdict_from_probes(
         else HairpinObservations(hairpin_local, **_fields(Family.HAIRPIN, probes)),
         port_pairs=port_pairs(probes),
         lifetime=lifetime,
-        extra_probes=list(_fields(Family.PORT_ALLOCATION, probes).values()),
+        extra_probes=list(_recorded(Family.PORT_ALLOCATION, probes).values()),
     )
 
 
@@ -307,6 +439,20 @@ def next_lifetime_wait(
     if lower is None:
         return None if upper <= resolution else upper / 2
     return None if upper - lower <= resolution else (lower + upper) / 2
+
+
+def lifetime_check(check: Probe, came_back_to_asker: bool) -> bool | Finding:
+    """A trial's result from its RESPONSE-PORT request: True when the idle socket got the
+    answer (the binding was still there), False when nothing came, or the finding that
+    the server cannot do the test (an error response, or an answer sent back to the
+    asking socket: RESPONSE-PORT ignored)."""
+    if check.outcome is ProbeOutcome.TIMEOUT:
+        return False
+    if check.outcome is ProbeOutcome.ERROR:
+        return Finding(Why.LIFETIME_RESPONSE_PORT_ERROR, error_code=check.error_code)
+    if came_back_to_asker:
+        return Finding(Why.LIFETIME_RESPONSE_PORT_IGNORED)
+    return check.outcome is ProbeOutcome.OK
 
 
 def lifetime_waits(

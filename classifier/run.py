@@ -1,18 +1,21 @@
-"""One classification run: the probe plan (``classifier/plan.py``) carried out over the
-transport (``classifier/transport.py``), and the verdict (``classifier/verdict.py``).
+"""One classification run, in trio: the probe plan (``classifier/plan.py``) carried out
+over the transport (``classifier/transport.py``). This module only sends and waits;
+what to send, where a reply must come from, what an answer means and the verdict are
+the pure modules' (``plan.py``, ``verdict.py``, ``combine.py``, ``crosscheck.py``).
 
 - Every family of tests gets fresh local sockets, bound to the address the kernel uses
   to reach the server (never a wildcard); the families of a phase run concurrently, so
   one family's packets cannot open the NAT for another's test. Within a family the plan
-  orders the probes; the one liberty taken here is to send Test III (change port) along
-  with Test II of the classic and filtering families: it goes to the primary, already
-  contacted, so it opens nothing new, and on a filtering NAT it saves a whole timeout.
-  The plan still decides whether its result is used.
-- Every reply is checked: its transaction ID (the transport), then where it came from:
-  a plain request must be answered by the address it was sent to, a CHANGE-REQUEST by
-  the changed IP and/or port of the OTHER-ADDRESS / CHANGED-ADDRESS that Test I gave.
-  A reply from anywhere else is recorded as ``bad-source``, an error response as
-  ``error``; the verdict treats neither as a reply.
+  orders the probes; it allows one liberty (``plan.sent_along``): Test III (change port)
+  is sent along with Test II of the classic and filtering families, since it goes to
+  the primary, already contacted, and on a filtering NAT it saves a whole timeout. The
+  plan still decides whether its result is used.
+- Every reply is checked: its transaction ID (the transport), then where it came from
+  (``plan.expected_source``, ``plan.observe``): a plain request must be answered by the
+  address it was sent to, a CHANGE-REQUEST by the changed IP and/or port of the
+  OTHER-ADDRESS / CHANGED-ADDRESS that Test I gave. A reply from anywhere else is
+  recorded as ``bad-source``, an error response as ``error``; the verdict treats neither
+  as a reply.
 - Dialects: requests carry the magic cookie (RFC 5389/8489). Only when every family's
   Test I went unanswered is one RFC 3489 request (no cookie) sent; if the server answers
   that, the whole run is repeated in the RFC 3489 dialect, and a note says so.
@@ -31,42 +34,52 @@ from enum import StrEnum
 
 import trio
 
+from .binding import DEFAULT_TIMING, Retransmission, binding_request, read_binding_response
+from .combine import beside_primary
 from .crosscheck import CrossCheck, cross_check
+from .model import (
+    BindingLifetime,
+    Endpoint,
+    Extra,
+    Family,
+    Finding,
+    NatType,
+    Probe,
+    ProbeId,
+    ProbeOutcome,
+    ProbeTest,
+    ReasonCode,
+    Verdict,
+    Why,
+)
 from .plan import (
     LIFETIME_LIMIT_S,
     PHASES,
-    STEPS,
-    Family,
+    Answer,
+    ExtraRequest,
     ProbeRequest,
-    Step,
+    any_mapped,
+    ends_family,
+    expected_source,
+    first_alternate,
+    first_test1_outcome,
+    lifetime_check,
     lifetime_waits,
     next_probe,
-    probe_name,
+    observe,
+    origin_mismatch,
+    sent_along,
     verdict_from_probes,
 )
 from .transport import (
-    DEFAULT_TIMING,
     Counters,
-    Endpoint,
     Exchange,
-    Retransmission,
     Transport,
     UdpSocket,
-    binding_request,
     family_of,
-    read_binding_response,
     route_source,
 )
-from .verdict import (
-    BindingLifetime,
-    NatType,
-    Probe,
-    ProbeOutcome,
-    ReasonCode,
-    Verdict,
-    binding_lifetime,
-    same_endpoint,
-)
+from .verdict import binding_lifetime
 
 
 class Dialect(StrEnum):
@@ -109,12 +122,15 @@ class ProbeRecord:
 @dataclass(frozen=True)
 class LifetimeReport:
     """RFC 5780 §4.6: ``result`` from the (wait, still forwarded) ``trials``; or, when
-    the test could not run, ``result`` None with the reason."""
+    the test could not run, ``result`` None with the finding that says why."""
 
     result: BindingLifetime | None
     trials: tuple[tuple[float, bool], ...] = ()
-    reason: str | None = None
-    reason_code: ReasonCode | None = None
+    finding: Finding | None = None
+
+    @property
+    def reason_code(self) -> ReasonCode | None:
+        return None if self.finding is None else self.finding.code
 
 
 @dataclass(frozen=True)
@@ -149,47 +165,14 @@ class Observer:
     def probe_finished(self, record: ProbeRecord) -> None:
         """A probe has its outcome."""
 
-    def waiting(self, text: str) -> None:
-        """A long wait (the lifetime test) has begun."""
+    def waiting(self, trials: int, longest: float) -> None:
+        """A round of lifetime trials, the longest idle for ``longest`` seconds, began."""
 
 
 class _Unsupported(Exception):
-    def __init__(self, text: str) -> None:
-        super().__init__(text)
-        self.text = text
-
-
-def _fmt(endpoint: Endpoint | None) -> str:
-    if endpoint is None:
-        return "an unknown address"
-    host, port = endpoint
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def expected_source(request: ProbeRequest, probes: Sequence[Probe]) -> Endpoint:
-    """Where the reply to ``request`` must come from: its target, or for CHANGE-REQUEST
-    the target with the IP and/or port of the family's Test I OTHER-ADDRESS."""
-    step = request.step
-    if not (step.change_ip or step.change_port):
-        return request.target
-    name = probe_name(request.family, "test1")
-    test1 = next(p for p in reversed(probes) if p.name == name)
-    alt = test1.other_address
-    assert alt is not None  # the plan asks for CHANGE-REQUEST only with a valid alternate
-    ip = alt[0] if step.change_ip else request.target[0]
-    port = alt[1] if step.change_port else request.target[1]
-    return ip, port
-
-
-@dataclass(frozen=True)
-class _Sent:
-    """A request outside the plan's families (dialect check, cross-check, lifetime)."""
-
-    name: str
-    target: Endpoint
-
-    def record(self, outcome: ProbeOutcome, **observed: object) -> Probe:
-        return Probe(name=self.name, target=self.target, outcome=outcome, **observed)  # type: ignore[arg-type]
+    def __init__(self, finding: Finding) -> None:
+        super().__init__(finding.why)
+        self.finding = finding
 
 
 class _SocketSet:
@@ -219,10 +202,10 @@ class _Run:
         self.local_ip = local_ip
         self.observer = observer
         self.records: list[ProbeRecord] = []
-        self.notes: list[str] = []
+        self.notes: list[Finding] = []
         self.software: str | None = None
         self.alt_probe: Probe | None = None
-        self._origin_mismatches: set[tuple[Endpoint, Endpoint]] = set()
+        self._origin_mismatches: set[tuple[Endpoint | None, Endpoint | None]] = set()
 
     @contextlib.asynccontextmanager
     async def _sockets(self) -> AsyncIterator[_SocketSet]:
@@ -234,9 +217,9 @@ class _Run:
         finally:
             sockets.close()
 
-    def _note(self, text: str) -> None:
-        if text not in self.notes:
-            self.notes.append(text)
+    def _note(self, finding: Finding) -> None:
+        if finding not in self.notes:
+            self.notes.append(finding)
 
     def _record(self, probe: Probe, family: str, dialect: Dialect, *, used: bool = True) -> None:
         record = ProbeRecord(probe, family, dialect, used)
@@ -245,48 +228,28 @@ class _Run:
 
     # -- one probe ----------------------------------------------------------------
     def _probe_from(
-        self, sent: ProbeRequest | _Sent, exchange: Exchange, expected: Endpoint,
+        self, sent: ProbeRequest | ExtraRequest, exchange: Exchange, expected: Endpoint,
         local: Endpoint,
     ) -> Probe:
-        """The ``Probe`` for a transaction: its outcome and the reply's fields. A reply
-        from anywhere but ``expected`` is ``bad-source``, whatever it says."""
-        common: dict[str, object] = {"local": local, "attempts": exchange.attempts}
+        """The ``Probe`` for a transaction (``plan.observe``), noting send errors and a
+        reply that names another origin than its source."""
         for error in exchange.send_errors:
-            self._note(f"sending to {_fmt(sent.target)} failed: {error}")
-        if exchange.reply is None:
-            return sent.record(ProbeOutcome.TIMEOUT, **common)
-        source = exchange.reply.source
-        common.update(source=source, rtt_ms=exchange.rtt_ms)
-        reply = read_binding_response(exchange.reply.message)
-        if reply is None:
-            return sent.record(ProbeOutcome.INVALID, **common)
-        if self.software is None and reply.software:
-            self.software = reply.software
-        common.update(
-            mapped=reply.mapped,
-            legacy_mapped=reply.legacy_mapped,
-            response_origin=reply.response_origin,
-            other_address=reply.other_address,
-            error_code=reply.error_code,
-        )
-        if not reply.success:
-            return sent.record(ProbeOutcome.ERROR, **common)
-        origin = reply.response_origin
-        if origin is not None and not same_endpoint(origin, source) and (
-            (origin, source) not in self._origin_mismatches
-        ):
-            self._origin_mismatches.add((origin, source))
-            self._note(
-                f"the server's reply to {sent.name} names {_fmt(origin)} as its origin "
-                f"(RESPONSE-ORIGIN or SOURCE-ADDRESS) but came from {_fmt(source)}: a "
-                "server bug, or a server behind a NAT; the classifier goes by where "
-                "replies really come from"
-            )
-        outcome = ProbeOutcome.OK if same_endpoint(source, expected) else ProbeOutcome.BAD_SOURCE
-        return sent.record(outcome, **common)
+            self._note(Finding(Why.SEND_FAILED, at=sent.target, detail=str(error)))
+        answer: Answer | None = None
+        if exchange.reply is not None:
+            reply = read_binding_response(exchange.reply.message)
+            if self.software is None and reply is not None and reply.software:
+                self.software = reply.software
+            answer = Answer(exchange.reply.source, exchange.rtt_ms, reply)
+        probe = observe(sent, answer, expected=expected, local=local, attempts=exchange.attempts)
+        mismatch = origin_mismatch(probe)
+        if mismatch is not None and (mismatch.at, mismatch.other) not in self._origin_mismatches:
+            self._origin_mismatches.add((mismatch.at, mismatch.other))
+            self._note(mismatch)
+        return probe
 
     async def _ask(
-        self, sent: ProbeRequest | _Sent, sock: UdpSocket, dialect: Dialect, *,
+        self, sent: ProbeRequest | ExtraRequest, sock: UdpSocket, dialect: Dialect, *,
         expected: Endpoint | None = None, change_ip: bool = False, change_port: bool = False,
     ) -> Probe:
         """One Binding transaction from ``sock`` to ``sent.target``."""
@@ -321,7 +284,7 @@ class _Run:
         if family is Family.CLASSIC and self.settings.local_port:
             port0 = self.settings.local_port
         probes: list[Probe] = []
-        early: dict[str, _Early] = {}
+        early: dict[ProbeId, _Early] = {}
         async with self._sockets() as sockets:
             first = await sockets.get(0, port0)
             local = first.local
@@ -331,37 +294,32 @@ class _Run:
                                              nursery)
                     probes.append(probe)
                     self._record(probe, family, dialect)
-                    if (family is Family.PORT_ALLOCATION
-                            and probe.outcome is not ProbeOutcome.OK):
-                        break  # the samples count only as an unbroken sequence
+                    if ends_family(probe):
+                        break
                 nursery.cancel_scope.cancel()  # an early Test III the plan did not need
             alt = self.settings.alt_server
-            if family is Family.MAPPING and alt is not None and _test1(probes) is ProbeOutcome.OK:
-                sent = _Sent(probe_name(family, "alt-server"), alt)
+            if (family is Family.MAPPING and alt is not None
+                    and first_test1_outcome(probes) is ProbeOutcome.OK):
+                sent = ExtraRequest(ProbeId(family, ProbeTest.ALT_SERVER), alt)
                 self.alt_probe = await self._ask(sent, first, dialect)
                 self._record(self.alt_probe, "cross-check", dialect, used=False)
         return local, probes
 
     async def _next(
         self, request: ProbeRequest, family: Family, dialect: Dialect, sockets: _SocketSet,
-        probes: Sequence[Probe], early: dict[str, _Early], nursery: trio.Nursery,
+        probes: Sequence[Probe], early: dict[ProbeId, _Early], nursery: trio.Nursery,
     ) -> Probe:
         """Carry out the plan's next request (or collect it, if it was sent early)."""
         step = request.step
-        if step.name in early:
-            return await early.pop(step.name).wait()
+        if request.id in early:
+            return await early.pop(request.id).wait()
         sender = await sockets.get(step.socket)
         if not step.expect_reply:
             return await self._hairpin(request, sender, await sockets.get(0), dialect)
-        if family in _EARLY_TEST3 and step.name == "test2":
-            # Test III goes to the primary too, so it opens nothing new in the NAT, and
-            # its reply (primary IP, alternate port) is filtered independently of Test
-            # II's and of the request to the alternate: sent now, it saves a whole
-            # timeout on a filtering NAT. The plan still decides whether it is used.
-            test3 = ProbeRequest(family, _step(family, "test3"), request.target)
-            early["test3"] = _Early()
-            nursery.start_soon(self._early, early["test3"], test3, sender, dialect,
-                               expected_source(test3, probes))
+        if (along := sent_along(request)) is not None:
+            early[along.id] = _Early()
+            nursery.start_soon(self._early, early[along.id], along, sender, dialect,
+                               expected_source(along, probes))
         return await self._ask(
             request, sender, dialect, expected=expected_source(request, probes),
             change_ip=step.change_ip, change_port=step.change_port,
@@ -394,7 +352,8 @@ class _Run:
         async with self._sockets() as sockets:
             sock = await sockets.get(0)
             probe = await self._ask(
-                _Sent("dialect/test1", self.settings.server), sock, Dialect.RFC3489
+                ExtraRequest(ProbeId(Extra.DIALECT, ProbeTest.TEST1), self.settings.server), sock,
+                Dialect.RFC3489,
             )
         self._record(probe, "dialect", Dialect.RFC3489, used=False)
         return probe.outcome is not ProbeOutcome.TIMEOUT
@@ -405,36 +364,31 @@ class _Run:
         second socket asks the primary to answer to X's mapped port (RESPONSE-PORT).
         True: X got the answer; False: it did not; None: the trial could not start."""
         server = self.settings.server
-        label = f"lifetime/{wait:g}s"
         async with self._sockets() as sockets:
             x = await sockets.get(0)
             y = await sockets.get(1)
-            probe = await self._ask(_Sent(f"{label}/test1", server), x, Dialect.RFC5389)
+            probe = await self._ask(
+                ExtraRequest(ProbeId(Extra.LIFETIME, ProbeTest.TEST1, wait_s=wait), server), x,
+                Dialect.RFC5389,
+            )
             self._record(probe, "lifetime", Dialect.RFC5389, used=False)
             if probe.outcome is not ProbeOutcome.OK or probe.mapped is None:
                 return None
             if wait > 0:
                 await trio.sleep(wait)  # the measurement itself: the binding stays idle
-            check = _Sent(f"{label}/check", server)
+            check = ExtraRequest(ProbeId(Extra.LIFETIME, ProbeTest.CHECK, wait_s=wait), server)
             self.observer.probe_started(check.name, server)
             exchange = await self.transport.transaction(
                 y, server, binding_request(response_port=probe.mapped[1]), accept=[x, y]
             )
             result = self._probe_from(check, exchange, server, y.local)
             self._record(result, "lifetime", Dialect.RFC5389, used=False)
-            if exchange.reply is None:
-                return False
-            if result.outcome is ProbeOutcome.ERROR:
-                raise _Unsupported(
-                    f"the server answered RESPONSE-PORT with error {result.error_code}: it "
-                    "does not support RFC 5780 §7.5, which the lifetime test needs"
-                )
-            if exchange.reply.on == y.local:
-                raise _Unsupported(
-                    "the server ignored RESPONSE-PORT (its answer came back to the asking "
-                    "socket), which the lifetime test needs"
-                )
-            return result.outcome is ProbeOutcome.OK
+            found = lifetime_check(
+                result, exchange.reply is not None and exchange.reply.on == y.local
+            )
+            if isinstance(found, Finding):
+                raise _Unsupported(found)
+            return found
 
     async def _lifetime_round(self, waits: Sequence[float]) -> list[tuple[float, bool]]:
         """Trials side by side; one that finds the binding gone cancels the longer ones."""
@@ -459,55 +413,41 @@ class _Run:
 
     async def _lifetime(self, dialect: Dialect) -> LifetimeReport:
         if dialect is not Dialect.RFC5389:
-            return LifetimeReport(
-                None, (), "the server answers only RFC 3489 requests, and the lifetime test "
-                "needs RESPONSE-PORT (RFC 5780 §7.5)", ReasonCode.LIFETIME_UNSUPPORTED,
-            )
+            return LifetimeReport(None, (), Finding(Why.LIFETIME_NEEDS_RFC5389))
         limit = self.settings.lifetime_limit
         trials: list[tuple[float, bool]] = []
         try:
             if not await self._lifetime_trial(0.0):
-                return LifetimeReport(
-                    None, (), "no answer reached the first socket even without waiting: the "
-                    "server does not honour RESPONSE-PORT, or the path drops it",
-                    ReasonCode.LIFETIME_UNSUPPORTED,
-                )
+                return LifetimeReport(None, (), Finding(Why.LIFETIME_RESPONSE_PORT_LOST))
             for _ in range(12):  # a bound on rounds; the schedule needs about five
                 waits = lifetime_waits(
                     trials, first=limit / 20, limit=limit, resolution=limit / 60
                 )
                 if not waits:
                     break
-                self.observer.waiting(
-                    f"binding lifetime: {len(waits)} idle trials, the longest {max(waits):g} s"
-                )
+                self.observer.waiting(len(waits), max(waits))
                 trials.extend(await self._lifetime_round(waits))
         except _Unsupported as exc:
-            return LifetimeReport(None, tuple(trials), exc.text, ReasonCode.LIFETIME_UNSUPPORTED)
+            return LifetimeReport(None, tuple(trials), exc.finding)
         return LifetimeReport(binding_lifetime(trials), tuple(trials))
 
     # -- the whole run ------------------------------------------------------------
     async def run(self) -> tuple[Verdict, Dialect, LifetimeReport | None, CrossCheck | None]:
         dialect = Dialect.RFC5389
         found = await self._phase(PHASES[0], dialect)
-        if all(_test1(probes) is ProbeOutcome.TIMEOUT for _, probes in found.values()):
+        if all(first_test1_outcome(probes) is ProbeOutcome.TIMEOUT
+               for _, probes in found.values()):
             if await self._classic_answers():
                 families = {str(f) for f in Family}
                 self.records = [replace(r, used=False) if r.family in families else r
                                 for r in self.records]
                 self.alt_probe = None
                 dialect = Dialect.RFC3489
-                self._note(
-                    "the server ignored every request with the magic cookie (RFC 5389) but "
-                    "answered one without it: the tests were run again with RFC 3489 requests"
-                )
+                self._note(Finding(Why.DIALECT_RERUN))
                 found = await self._phase(PHASES[0], dialect)
             else:
-                self._note("a classic RFC 3489 request (no magic cookie) went unanswered too")
-        reachable = any(
-            p.outcome is ProbeOutcome.OK and p.mapped is not None
-            for _, probes in found.values() for p in probes if p.name.endswith("/test1")
-        )
+                self._note(Finding(Why.DIALECT_SILENT_TOO))
+        reachable = any_mapped(p for _, probes in found.values() for p in probes)
         if reachable:
             for phase in PHASES[1:]:
                 found.update(await self._phase(phase, dialect))
@@ -516,10 +456,7 @@ class _Run:
             if reachable:
                 lifetime = await self._lifetime(dialect)
             else:
-                lifetime = LifetimeReport(
-                    None, (), "the server never answered, so there is no binding to time",
-                    ReasonCode.NO_RESPONSE_FROM_SERVER,
-                )
+                lifetime = LifetimeReport(None, (), Finding(Why.LIFETIME_NO_BINDING))
         probes = [p for _, family_probes in found.values() for p in family_probes]
         locals_ = {family: local for family, (local, _) in found.items()}
         trials = lifetime.trials if lifetime is not None and lifetime.result else None
@@ -527,7 +464,8 @@ class _Run:
         check: CrossCheck | None = None
         if self.alt_probe is not None:
             mapping_local, mapping_probes = found[Family.MAPPING]
-            test1 = next((p for p in mapping_probes if p.name == "mapping/test1"), None)
+            test1 = next((p for p in mapping_probes
+                          if p.id == ProbeId(Family.MAPPING, ProbeTest.TEST1)), None)
             verdict, check = cross_check(verdict, test1, self.alt_probe, mapping_local)
         verdict = replace(verdict, notes=(*verdict.notes, *self.notes))
         return verdict, dialect, lifetime, check
@@ -541,14 +479,6 @@ async def _check_bindable(ip: str, port: int) -> None:
         await sock.bind((ip, port))
 
 
-#: Families whose Test III is sent alongside Test II.
-_EARLY_TEST3 = frozenset({Family.CLASSIC, Family.FILTERING})
-
-
-def _step(family: Family, name: str) -> Step:
-    return next(step for step in STEPS[family] if step.name == name)
-
-
 @dataclass
 class _Early:
     """A probe sent ahead of the plan asking for it."""
@@ -560,10 +490,6 @@ class _Early:
         await self.done.wait()
         assert self.probe is not None
         return self.probe
-
-
-def _test1(probes: Sequence[Probe]) -> ProbeOutcome | None:
-    return next((p.outcome for p in probes if p.name.endswith("/test1")), None)
 
 
 async def classify(settings: Settings, observer: Observer | None = None) -> Result:
@@ -580,16 +506,12 @@ async def classify(settings: Settings, observer: Observer | None = None) -> Resu
             verdict, dialect, lifetime, check = await run.run()
         finally:
             transport.close_all()
-    test1 = next(
-        (r.probe for r in run.records
-         if r.used and r.probe.name.endswith("/test1") and r.probe.other_address),
-        None,
-    )
+
     return Result(
         verdict=verdict,
-        server_name=settings.server_name or _fmt(settings.server),
+        server_name=settings.server_name,
         server=settings.server,
-        alternate=test1.other_address if test1 else None,
+        alternate=first_alternate(r.probe for r in run.records if r.used),
         dialect=dialect,
         software=run.software,
         probes=tuple(run.records),
@@ -607,7 +529,7 @@ class Skipped:
     """An address family that was not classified, and why."""
 
     server: Endpoint
-    reason: str
+    finding: Finding
 
 
 async def classify_both(
@@ -621,7 +543,9 @@ async def classify_both(
         try:
             results["ipv6"] = await classify(settings, observer)
         except OSError as exc:
-            results["ipv6"] = Skipped(settings.server, f"no IPv6 path: {exc.strerror or exc}")
+            results["ipv6"] = Skipped(
+                settings.server, Finding(Why.NO_IPV6_PATH, detail=str(exc.strerror or exc))
+            )
 
     async with trio.open_nursery() as nursery:
         if ipv6 is not None:
@@ -630,16 +554,8 @@ async def classify_both(
     first = results["primary"]
     assert isinstance(first, Result)
     second_result = results.get("ipv6")
-    if (
-        isinstance(second_result, Result)
-        and second_result.verdict.nat_type is NatType.UDP_BLOCKED
-        and first.verdict.nat_type is not NatType.UDP_BLOCKED
-    ):
-        note = (
-            "the same server name answers over IPv4, so the silence over IPv6 may mean "
-            "that the server does not serve IPv6 rather than that IPv6 UDP is blocked"
-        )
-        verdict = replace(second_result.verdict, notes=(*second_result.verdict.notes, note))
+    if isinstance(second_result, Result):
+        verdict = beside_primary(second_result.verdict, first.verdict)
         second_result = replace(second_result, verdict=verdict)
     return first, second_result
 
@@ -655,5 +571,4 @@ __all__ = [
     "Skipped",
     "classify",
     "classify_both",
-    "expected_source",
 ]

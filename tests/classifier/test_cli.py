@@ -14,7 +14,8 @@ import pytest
 import trio
 
 from classifier import cli
-from classifier.verdict import MEANING, NatType
+from classifier.model import NatType
+from classifier.report import MEANING
 from natsrv.net.serve import ServerInfo, serve
 from tests.conftest import PRIMARY_IP, free_port, stun_config
 

@@ -3,47 +3,60 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pytest
 
-from classifier.plan import (
-    PHASES,
+from classifier.binding import BindingReply
+from classifier.combine import Rfc5780Result, classify, combine, rfc5780_verdict
+from classifier.model import (
     PORT_SAMPLES,
-    STEPS,
-    Family,
-    ProbeRequest,
-    Step,
-    Target,
-    next_lifetime_wait,
-    next_probe,
-    observations,
-    port_pairs,
-    probe_name,
-    verdict_from_probes,
-)
-from classifier.verdict import (
-    MAX_KEEPALIVE_S,
-    MEANING,
     Behavior,
     BehaviorResult,
+    BindingLifetime,
     ClassicObservations,
     ClassicResult,
     Endpoint,
+    Extra,
+    Family,
     FilteringObservations,
+    Finding,
     HairpinObservations,
     HairpinResult,
     MappingObservations,
     NatType,
     Probe,
+    ProbeId,
     ProbeOutcome,
+    ProbeTest,
     ReasonCode,
-    Rfc5780Result,
     Verdict,
+    Why,
+    same_endpoint,
+    same_ip,
+)
+from classifier.plan import (
+    PHASES,
+    STEPS,
+    Answer,
+    ExtraRequest,
+    ProbeRequest,
+    Step,
+    Target,
+    lifetime_check,
+    next_lifetime_wait,
+    next_probe,
+    observations,
+    observe,
+    origin_mismatch,
+    port_pairs,
+    verdict_from_probes,
+)
+from classifier.report import MEANING, reason, say
+from classifier.verdict import (
+    MAX_KEEPALIVE_S,
     binding_lifetime,
     classic_verdict,
-    classify,
-    combine,
     derive_nat_type,
     filtering_verdict,
     hairpin_verdict,
@@ -51,9 +64,6 @@ from classifier.verdict import (
     mapping_behavior,
     mapping_verdict,
     port_allocation,
-    rfc5780_verdict,
-    same_endpoint,
-    same_ip,
 )
 
 OK = ProbeOutcome.OK
@@ -80,32 +90,48 @@ OPEN_LOCAL: Endpoint = ("203.0.113.5", 50000)  # a host with a public address
 # --------------------------------------------------------------------------- builders
 
 
+def why(result: ClassicResult | BehaviorResult | BindingLifetime | Verdict) -> str | None:
+    """A result's reason as the report writes it."""
+    return reason(result.finding)
+
+
+def notes(verdict: Verdict) -> tuple[str, ...]:
+    return tuple(say(note) for note in verdict.notes)
+
+
+def pid(test: str, family: Family = Family.CLASSIC) -> ProbeId:
+    """The id of a probe; the decisions take probes by observation field, not by id."""
+    return ProbeId(family, ProbeTest(test))
+
+
 def t1(mapped: Endpoint | None = MAPPED, other: Endpoint | None = ALT, **kw: object) -> Probe:
     fields: dict[str, object] = {"source": PRIMARY, "other_address": other, "mapped": mapped}
     fields.update(kw)
-    return Probe("test1", PRIMARY, fields.pop("outcome", OK), **fields)  # type: ignore[arg-type]
+    return Probe(pid("test1"), PRIMARY, fields.pop("outcome", OK), **fields)  # type: ignore[arg-type]
 
 
 def t2(outcome: ProbeOutcome = OK, source: Endpoint | None = ALT, **kw: object) -> Probe:
-    return Probe("test2", PRIMARY, outcome, change_ip=True, change_port=True, source=source, **kw)  # type: ignore[arg-type]
+    return Probe(
+        pid("test2"), PRIMARY, outcome, change_ip=True, change_port=True, source=source, **kw  # type: ignore[arg-type]
+    )
 
 
 def t1_alt(mapped: Endpoint | None = MAPPED, outcome: ProbeOutcome = OK, **kw: object) -> Probe:
     fields: dict[str, object] = {"source": ALT, "mapped": mapped}
     fields.update(kw)
-    return Probe("test1_alt", ALT, outcome, **fields)  # type: ignore[arg-type]
+    return Probe(pid("test1_alt"), ALT, outcome, **fields)  # type: ignore[arg-type]
 
 
 def t3(
     outcome: ProbeOutcome = OK, source: Endpoint | None = PRIMARY_IP_ALT_PORT, **kw: object
 ) -> Probe:
-    return Probe("test3", PRIMARY, outcome, change_port=True, source=source, **kw)  # type: ignore[arg-type]
+    return Probe(pid("test3"), PRIMARY, outcome, change_port=True, source=source, **kw)  # type: ignore[arg-type]
 
 
 def timeout(
     name: str, target: Endpoint = PRIMARY, *, change_ip: bool = False, change_port: bool = False
 ) -> Probe:
-    return Probe(name, target, TIMEOUT, change_ip=change_ip, change_port=change_port)
+    return Probe(pid(name), target, TIMEOUT, change_ip=change_ip, change_port=change_port)
 
 
 def classic(local: Endpoint = LOCAL, /, **probes: Probe | None) -> ClassicResult:
@@ -115,7 +141,7 @@ def classic(local: Endpoint = LOCAL, /, **probes: Probe | None) -> ClassicResult
 def unknown_code(result: ClassicResult | BehaviorResult) -> ReasonCode | None:
     kind = result.nat_type if isinstance(result, ClassicResult) else result.behavior
     assert kind in (NatType.UNKNOWN, Behavior.UNKNOWN)
-    assert result.reason
+    assert why(result)
     return result.reason_code
 
 
@@ -150,8 +176,8 @@ def test_probe_flags_for_json() -> None:
 
 
 def test_probe_origin_prefers_the_real_source() -> None:
-    assert Probe("x", PRIMARY, OK, source=ALT, response_origin=PRIMARY).origin == ALT
-    assert Probe("x", PRIMARY, OK, response_origin=PRIMARY).origin == PRIMARY
+    assert Probe(pid("test1"), PRIMARY, OK, source=ALT, response_origin=PRIMARY).origin == ALT
+    assert Probe(pid("test1"), PRIMARY, OK, response_origin=PRIMARY).origin == PRIMARY
 
 
 # --------------------------------------------------------------------------- classic: Test I
@@ -167,7 +193,7 @@ def test_classic_test1_timeout_is_udp_blocked() -> None:
     result = classic(test1=timeout("test1"))
     assert result.nat_type is NatType.UDP_BLOCKED
     assert result.reason_code is ReasonCode.NO_RESPONSE_FROM_SERVER
-    assert result.reason == (
+    assert why(result) == (
         "no response from 198.51.100.1:3478 to Test I: UDP is blocked on this network, "
         "or the server is down"
     )
@@ -176,7 +202,7 @@ def test_classic_test1_timeout_is_udp_blocked() -> None:
 def test_classic_test1_error_is_unknown_never_reachable() -> None:
     result = classic(test1=t1(outcome=ERROR, mapped=None, error_code=401))
     assert unknown_code(result) is ReasonCode.SERVER_ERROR_RESPONSE
-    assert result.reason == (
+    assert why(result) == (
         "the server answered Test I with error 401 instead of a mapped address"
     )
     assert result.undetermined == ("test1",)
@@ -184,7 +210,7 @@ def test_classic_test1_error_is_unknown_never_reachable() -> None:
 
 def test_classic_test1_error_without_code() -> None:
     result = classic(test1=t1(outcome=ERROR, mapped=None))
-    assert "an error response" in (result.reason or "")
+    assert "an error response" in (why(result) or "")
 
 
 def test_classic_test1_invalid() -> None:
@@ -194,13 +220,13 @@ def test_classic_test1_invalid() -> None:
 def test_classic_test1_bad_source() -> None:
     result = classic(test1=t1(outcome=BAD_SOURCE, source=None))
     assert unknown_code(result) is ReasonCode.UNEXPECTED_RESPONSE_SOURCE
-    assert "came from an unknown address" in (result.reason or "")
+    assert "came from an unknown address" in (why(result) or "")
 
 
 def test_classic_test1_answered_from_another_address() -> None:
     result = classic(test1=t1(source=ALT))
     assert unknown_code(result) is ReasonCode.UNEXPECTED_RESPONSE_SOURCE
-    assert result.reason == (
+    assert why(result) == (
         "the reply to Test I came from 198.51.100.2:3479, not from 198.51.100.1:3478 "
         "where the request was sent"
     )
@@ -217,7 +243,7 @@ def test_classic_test1_without_mapped_address() -> None:
 def test_classic_server_without_alternate_is_unknown_even_when_test2_would_answer() -> None:
     result = classic(test1=t1(other=None), test2=t2())
     assert unknown_code(result) is ReasonCode.NO_ALTERNATE_ADDRESS
-    assert (result.reason or "").startswith("server has no alternate address")
+    assert (why(result) or "").startswith("server has no alternate address")
     assert result.undetermined == ("test2", "test1_alt", "test3")
     assert result.mapped == MAPPED
 
@@ -225,7 +251,7 @@ def test_classic_server_without_alternate_is_unknown_even_when_test2_would_answe
 def test_classic_alternate_on_the_same_ip() -> None:
     result = classic(test1=t1(other=(SERVER_IP, 3479)))
     assert unknown_code(result) is ReasonCode.ALTERNATE_SAME_IP
-    assert "same IP" in (result.reason or "")
+    assert "same IP" in (why(result) or "")
 
 
 def test_classic_alternate_on_the_same_ip_written_differently() -> None:
@@ -271,7 +297,7 @@ def test_classic_test2_answered_from_response_origin_when_source_unrecorded() ->
 def test_classic_change_request_rejected_with_420() -> None:
     result = classic(test1=t1(), test2=t2(ERROR, source=PRIMARY, error_code=420))
     assert unknown_code(result) is ReasonCode.CHANGE_REQUEST_REJECTED
-    assert result.reason == (
+    assert why(result) == (
         "the server answered Test II (change IP and port) with error 420: it does not "
         "carry out CHANGE-REQUEST, so it cannot test the NAT's filtering"
     )
@@ -307,7 +333,7 @@ def test_classic_change_request_ignored_is_unknown_not_full_cone(
 
 def test_classic_change_request_ignored_reason() -> None:
     result = classic(test1=t1(), test2=t2(source=PRIMARY))
-    assert result.reason == (
+    assert why(result) == (
         "the reply to Test II (change IP and port) came from 198.51.100.1:3478 instead of "
         "198.51.100.2:3479: the server ignored CHANGE-REQUEST, so the reply says nothing "
         "about the NAT's filtering"
@@ -322,7 +348,7 @@ def test_classic_bad_source_without_address_is_change_request_ignored() -> None:
 def test_classic_test2_from_a_third_address() -> None:
     result = classic(test1=t1(), test2=t2(source=("192.0.2.99", 9999)))
     assert unknown_code(result) is ReasonCode.UNEXPECTED_RESPONSE_SOURCE
-    assert "neither the primary address" in (result.reason or "")
+    assert "neither the primary address" in (why(result) or "")
 
 
 def test_classic_test2_source_not_recorded() -> None:
@@ -348,7 +374,7 @@ def test_classic_alternate_unreachable_is_unknown_not_filtering(local: Endpoint)
         test1_alt=timeout("test1_alt", ALT),
     )
     assert unknown_code(result) is ReasonCode.ALTERNATE_UNREACHABLE
-    assert result.reason == (
+    assert why(result) == (
         "no response from the server's alternate address 198.51.100.2:3479 to Test I to "
         "the alternate address, although the primary address answered: the alternate is "
         "unreachable or advertised wrongly, so a missing reply cannot be blamed on the NAT"
@@ -375,7 +401,7 @@ def test_classic_no_nat_filtered_is_symmetric_udp_firewall() -> None:
         test1_alt=t1_alt(OPEN_LOCAL),
     )
     assert result.nat_type is NatType.SYMMETRIC_UDP_FIREWALL
-    assert result.reason is None
+    assert why(result) is None
 
 
 def test_classic_no_nat_then_mapped_on_alternate_is_inconsistent() -> None:
@@ -424,7 +450,7 @@ def test_classic_test3_from_primary_is_change_request_ignored() -> None:
 def test_classic_test3_rejected() -> None:
     result = cone(test3=t3(ERROR, source=PRIMARY, error_code=420))
     assert unknown_code(result) is ReasonCode.CHANGE_REQUEST_REJECTED
-    assert "error 420" in (result.reason or "")
+    assert "error 420" in (why(result) or "")
 
 
 def test_classic_test3_from_alternate_ip_is_unexpected() -> None:
@@ -475,11 +501,11 @@ def test_mapping_behavior_address_and_port_dependent() -> None:
 def m_test2(mapped: Endpoint | None = MAPPED, outcome: ProbeOutcome = OK, **kw: object) -> Probe:
     fields: dict[str, object] = {"source": ALT_IP_PRIMARY_PORT, "mapped": mapped}
     fields.update(kw)
-    return Probe("test2", ALT_IP_PRIMARY_PORT, outcome, **fields)  # type: ignore[arg-type]
+    return Probe(pid("test2", Family.MAPPING), ALT_IP_PRIMARY_PORT, outcome, **fields)  # type: ignore[arg-type]
 
 
 def m_test3(mapped: Endpoint | None = M2, outcome: ProbeOutcome = OK) -> Probe:
-    return Probe("test3", ALT, outcome, mapped=mapped, source=ALT)
+    return Probe(pid("test3", Family.MAPPING), ALT, outcome, mapped=mapped, source=ALT)
 
 
 def mapping(local: Endpoint = LOCAL, **probes: Probe | None) -> BehaviorResult:
@@ -707,7 +733,7 @@ def test_hairpin_verdict_test1_error() -> None:
 
 @pytest.mark.parametrize(("outcome", "expected"), [(OK, True), (TIMEOUT, False)])
 def test_hairpin_verdict(outcome: ProbeOutcome, expected: bool) -> None:
-    send = Probe("send", MAPPED, outcome)
+    send = Probe(pid("send", Family.HAIRPIN), MAPPED, outcome)
     assert hairpin(test1=t1(), send=send).hairpinning is expected
 
 
@@ -762,7 +788,7 @@ def test_lifetime_negative_wait_is_refused() -> None:
 def test_lifetime_bounded() -> None:
     result = binding_lifetime([(15, True), (30, True), (60, False), (45, True)])
     assert (result.lower_s, result.upper_s, result.keepalive_s) == (45, 60, 22)
-    assert result.consistent and result.reason is None
+    assert result.consistent and why(result) is None
 
 
 def test_lifetime_long_bindings_cap_the_keepalive() -> None:
@@ -782,7 +808,7 @@ def test_lifetime_inconsistent_uses_the_waits_below_the_first_death() -> None:
     assert (result.lower_s, result.upper_s, result.keepalive_s) == (15, 30, 7)
     assert not result.consistent
     assert result.reason_code is ReasonCode.LIFETIME_INCONSISTENT
-    assert result.reason == (
+    assert why(result) == (
         "the binding was gone after 30 s yet survived 60 s: packets were lost or the NAT "
         "expires bindings irregularly; the bounds use only the waits under 30 s"
     )
@@ -845,7 +871,7 @@ def test_rfc5780_not_run_is_unknown_reachability() -> None:
     assert result.nat_type is NatType.UNKNOWN
     assert result.hairpinning.reason_code is ReasonCode.TEST_NOT_RUN
     assert result.local == LOCAL
-    assert result.problem is not None and result.problem[0] is ReasonCode.TEST_NOT_RUN
+    assert result.problem is not None and result.problem.code is ReasonCode.TEST_NOT_RUN
 
 
 def test_rfc5780_all_silent_is_udp_blocked() -> None:
@@ -872,7 +898,8 @@ def test_rfc5780_families_disagree_on_nat() -> None:
     )
     assert result.no_nat is None
     assert result.mapping.behavior is EI and result.filtering.behavior is EI
-    assert result.problem == (
+    assert result.problem is not None
+    assert (result.problem.code, say(result.problem)) == (
         ReasonCode.INCONSISTENT_OBSERVATIONS,
         "the mapping and filtering tests disagree on whether there is a NAT",
     )
@@ -881,7 +908,8 @@ def test_rfc5780_families_disagree_on_nat() -> None:
 def test_rfc5780_dependent_mapping_without_nat_is_a_contradiction() -> None:
     r = Rfc5780Result(BehaviorResult(AD), BehaviorResult(EI), HairpinResult(None), True, True)
     assert r.nat_type is NatType.UNKNOWN
-    assert r.problem == (
+    assert r.problem is not None
+    assert (r.problem.code, say(r.problem)) == (
         ReasonCode.INCONSISTENT_OBSERVATIONS,
         "mapping address-dependent cannot happen without a NAT",
     )
@@ -891,7 +919,7 @@ def test_rfc5780_full_run_with_hairpin() -> None:
     result = rfc5780_verdict(
         MappingObservations(LOCAL, t1(), m_test2()),
         FilteringObservations(LOCAL, t1(), t2()),
-        HairpinObservations(LOCAL, t1(), Probe("send", MAPPED, OK)),
+        HairpinObservations(LOCAL, t1(), Probe(pid("send", Family.HAIRPIN), MAPPED, OK)),
     )
     assert result.nat_type is NatType.FULL_CONE
     assert result.hairpinning.hairpinning is True
@@ -909,12 +937,8 @@ def r5780(
     mapped: Endpoint | None = MAPPED,
     local: Endpoint | None = LOCAL,
 ) -> Rfc5780Result:
-    def behaviour(
-        b: Behavior, code: ReasonCode = ReasonCode.ALTERNATE_UNREACHABLE
-    ) -> BehaviorResult:
-        if b is UNK:
-            return BehaviorResult(UNK, f"{code} happened", code)
-        return BehaviorResult(b)
+    def behaviour(b: Behavior) -> BehaviorResult:
+        return BehaviorResult(UNK, RFC5780_ALT_SILENT) if b is UNK else BehaviorResult(b)
 
     return Rfc5780Result(
         behaviour(mapping),
@@ -927,62 +951,82 @@ def r5780(
     )
 
 
-def cr(nat: NatType, reason: str | None = None, code: ReasonCode | None = None) -> ClassicResult:
-    return ClassicResult(nat, reason, (), code, MAPPED, LOCAL)
+#: The reason the builders give an unknown RFC 5780 behaviour, and its sentence.
+RFC5780_ALT_SILENT = Finding(
+    Why.ALTERNATE_UNREACHABLE, ProbeId(Family.FILTERING, ProbeTest.TEST1_ALT), at=ALT
+)
+RFC5780_ALT_SILENT_TEXT = (
+    "no response from the server's alternate address 198.51.100.2:3479 to filtering Test I "
+    "to the alternate address, although the primary address answered: the alternate is "
+    "unreachable or advertised wrongly, so a missing reply cannot be blamed on the NAT"
+)
+CLASSIC_SILENT = Finding(Why.NO_RESPONSE, ProbeId(Family.CLASSIC, ProbeTest.TEST1), at=PRIMARY)
+CLASSIC_SILENT_TEXT = (
+    "no response from 198.51.100.1:3478 to Test I: UDP is blocked on this network, "
+    "or the server is down"
+)
+
+
+def cr(nat: NatType, finding: Finding | None = None) -> ClassicResult:
+    return ClassicResult(nat, finding, (), MAPPED, LOCAL)
+
+
+def test_the_builders_reasons() -> None:
+    assert say(RFC5780_ALT_SILENT) == RFC5780_ALT_SILENT_TEXT
+    assert say(CLASSIC_SILENT) == CLASSIC_SILENT_TEXT
 
 
 def test_combine_agreement() -> None:
     verdict = combine(cr(NatType.PORT_RESTRICTED_CONE), r5780())
     assert verdict.nat_type is NatType.PORT_RESTRICTED_CONE
-    assert (verdict.reason, verdict.reason_code, verdict.notes) == (None, None, ())
+    assert (why(verdict), verdict.reason_code, notes(verdict)) == (None, None, ())
     assert (verdict.mapping, verdict.filtering, verdict.hairpinning) == (EI, APD, False)
-    assert verdict.meaning == MEANING[NatType.PORT_RESTRICTED_CONE]
     assert not verdict.inconclusive
 
 
 def test_combine_both_unknown_reports_the_classic_reason() -> None:
-    classic = cr(
-        NatType.UNKNOWN, "server has no alternate address", ReasonCode.NO_ALTERNATE_ADDRESS
-    )
+    classic = cr(NatType.UNKNOWN, Finding(Why.NO_ALTERNATE))
     verdict = combine(classic, r5780(filtering=UNK))
     assert verdict.inconclusive
     assert verdict.reason_code is ReasonCode.NO_ALTERNATE_ADDRESS
-    assert verdict.reason == "server has no alternate address"
-    assert verdict.notes == ("RFC 5780 tests: alternate-unreachable happened",)
-    assert verdict.meaning == MEANING[NatType.UNKNOWN]
+    assert (why(verdict) or "").startswith("server has no alternate address:")
+    assert notes(verdict) == (f"RFC 5780 tests: {RFC5780_ALT_SILENT_TEXT}",)
 
 
 def test_combine_both_unknown_same_reason_adds_no_note() -> None:
-    code = ReasonCode.ALTERNATE_UNREACHABLE
-    verdict = combine(cr(NatType.UNKNOWN, f"{code} happened", code), r5780(filtering=UNK))
-    assert verdict.notes == ()
+    verdict = combine(cr(NatType.UNKNOWN, RFC5780_ALT_SILENT), r5780(filtering=UNK))
+    assert notes(verdict) == ()
 
 
 def test_combine_both_unknown_classic_not_run_uses_the_rfc5780_reason() -> None:
-    classic = cr(NatType.UNKNOWN, "Test I was not run", ReasonCode.TEST_NOT_RUN)
+    classic = cr(NatType.UNKNOWN, Finding(Why.NOT_RUN, ProbeId(Family.CLASSIC, ProbeTest.TEST1)))
     verdict = combine(classic, r5780(filtering=UNK))
     assert verdict.reason_code is ReasonCode.ALTERNATE_UNREACHABLE
 
 
 def test_combine_classic_unknown_takes_rfc5780_with_a_note() -> None:
-    classic = cr(NatType.UNKNOWN, "no response", ReasonCode.ALTERNATE_UNREACHABLE)
+    silent = ProbeId(Family.CLASSIC, ProbeTest.TEST1_ALT)
+    classic = cr(NatType.UNKNOWN, Finding(Why.ALTERNATE_UNREACHABLE, silent, at=ALT))
     verdict = combine(classic, r5780())
     assert verdict.nat_type is NatType.PORT_RESTRICTED_CONE
-    assert verdict.notes == ("the classic RFC 3489 test was inconclusive: no response",)
+    assert notes(verdict) == (
+        "the classic RFC 3489 test was inconclusive: no response from the server's "
+        "alternate address 198.51.100.2:3479 to Test I to the alternate address, although "
+        "the primary address answered: the alternate is unreachable or advertised wrongly, "
+        "so a missing reply cannot be blamed on the NAT",
+    )
 
 
 def test_combine_rfc5780_unknown_takes_classic_with_a_note() -> None:
     verdict = combine(cr(NatType.RESTRICTED_CONE), r5780(filtering=UNK))
     assert verdict.nat_type is NatType.RESTRICTED_CONE
-    assert verdict.notes == (
-        "the RFC 5780 tests were inconclusive: alternate-unreachable happened",
-    )
+    assert notes(verdict) == (f"the RFC 5780 tests were inconclusive: {RFC5780_ALT_SILENT_TEXT}",)
 
 
 def test_combine_full_cone_with_dependent_mapping_is_symmetric() -> None:
     verdict = combine(cr(NatType.FULL_CONE), r5780(mapping=AD, filtering=EI))
     assert verdict.nat_type is NatType.SYMMETRIC
-    assert verdict.notes == (
+    assert notes(verdict) == (
         "the classic RFC 3489 test reports full-cone without testing the mapping; the RFC "
         "5780 test found address-dependent mapping, so the NAT is symmetric",
     )
@@ -1003,12 +1047,12 @@ def test_combine_disagreement_is_unknown(classic_type: NatType, rfc: Rfc5780Resu
     verdict = combine(cr(classic_type), rfc)
     assert verdict.inconclusive
     assert verdict.reason_code is ReasonCode.METHODS_DISAGREE
-    assert (verdict.reason or "").startswith(f"the classic RFC 3489 test says {classic_type}")
+    assert (why(verdict) or "").startswith(f"the classic RFC 3489 test says {classic_type}")
 
 
 def test_combine_disagreement_reason_names_both() -> None:
     verdict = combine(cr(NatType.RESTRICTED_CONE), r5780())
-    assert verdict.reason == (
+    assert why(verdict) == (
         "the classic RFC 3489 test says restricted-cone but the RFC 5780 tests found "
         "port-restricted-cone (mapping endpoint-independent, filtering "
         "address-and-port-dependent): the NAT behaved differently on different sockets "
@@ -1018,32 +1062,34 @@ def test_combine_disagreement_reason_names_both() -> None:
 
 def test_combine_disagreement_with_silent_rfc5780() -> None:
     verdict = combine(cr(NatType.FULL_CONE), r5780(udp_reachable=False))
-    assert "no reply to any RFC 5780 Test I" in (verdict.reason or "")
+    assert "no reply to any RFC 5780 Test I" in (why(verdict) or "")
 
 
 def test_combine_udp_blocked_both() -> None:
-    reason = "no response from 198.51.100.1:3478 to Test I"
-    classic = cr(NatType.UDP_BLOCKED, reason, ReasonCode.NO_RESPONSE_FROM_SERVER)
+    classic = cr(NatType.UDP_BLOCKED, CLASSIC_SILENT)
     verdict = combine(classic, r5780(UNK, UNK, None, False, None, None))
     assert verdict.nat_type is NatType.UDP_BLOCKED
-    assert (verdict.reason, verdict.reason_code) == (reason, ReasonCode.NO_RESPONSE_FROM_SERVER)
+    assert (why(verdict), verdict.reason_code) == (
+        CLASSIC_SILENT_TEXT,
+        ReasonCode.NO_RESPONSE_FROM_SERVER,
+    )
     assert not verdict.inconclusive
 
 
 def test_combine_udp_blocked_with_rfc5780_not_run() -> None:
-    classic = cr(NatType.UDP_BLOCKED, "silence", ReasonCode.NO_RESPONSE_FROM_SERVER)
+    classic = cr(NatType.UDP_BLOCKED, CLASSIC_SILENT)
     verdict = combine(classic, r5780(UNK, UNK, None, None))
     assert verdict.nat_type is NatType.UDP_BLOCKED
-    assert verdict.reason == "silence"
+    assert why(verdict) == CLASSIC_SILENT_TEXT
 
 
 def test_combine_alg_suspected_when_mapped_addresses_differ() -> None:
-    rewritten = Probe("classic/test1", PRIMARY, OK, mapped=MAPPED, legacy_mapped=LOCAL)
-    honest = Probe("mapping/test1", PRIMARY, OK, mapped=MAPPED, legacy_mapped=MAPPED)
+    rewritten = Probe(pid("test1"), PRIMARY, OK, mapped=MAPPED, legacy_mapped=LOCAL)
+    honest = Probe(pid("test1", Family.MAPPING), PRIMARY, OK, mapped=MAPPED, legacy_mapped=MAPPED)
     verdict = combine(cr(NatType.PORT_RESTRICTED_CONE), r5780(), [rewritten, honest])
     assert verdict.alg_suspected
     assert verdict.probes == (rewritten, honest)
-    assert verdict.notes == (
+    assert notes(verdict) == (
         "MAPPED-ADDRESS 192.168.1.10:50000 differs from XOR-MAPPED-ADDRESS "
         "203.0.113.5:62000 in the reply to classic/test1: a router ALG rewrites addresses "
         "inside packets, which often breaks SIP and STUN (turn off 'SIP ALG' on the router)",
@@ -1051,32 +1097,32 @@ def test_combine_alg_suspected_when_mapped_addresses_differ() -> None:
 
 
 def test_combine_no_alg_when_only_one_mapped_address() -> None:
-    probe = Probe("classic/test1", PRIMARY, OK, mapped=MAPPED)
+    probe = Probe(pid("test1"), PRIMARY, OK, mapped=MAPPED)
     assert not combine(cr(NatType.PORT_RESTRICTED_CONE), r5780(), [probe]).alg_suspected
 
 
 def test_combine_cgnat_from_the_mapped_address() -> None:
     verdict = combine(cr(NatType.PORT_RESTRICTED_CONE), r5780(mapped=("100.64.1.2", 4000)))
     assert verdict.cgnat_suspected
-    assert "100.64.0.0/10 (RFC 6598)" in verdict.notes[0]
+    assert "100.64.0.0/10 (RFC 6598)" in notes(verdict)[0]
 
 
 def test_combine_cgnat_from_the_local_address() -> None:
     verdict = combine(cr(NatType.PORT_RESTRICTED_CONE), r5780(local=("100.127.255.1", 5000)))
     assert verdict.cgnat_suspected
-    assert "carrier-grade NAT" in verdict.notes[0]
+    assert "carrier-grade NAT" in notes(verdict)[0]
 
 
 def test_combine_no_cgnat_just_outside_the_range() -> None:
     verdict = combine(cr(NatType.PORT_RESTRICTED_CONE), r5780(mapped=("100.128.0.1", 4000)))
     assert not verdict.cgnat_suspected
-    assert verdict.notes == ()
+    assert notes(verdict) == ()
 
 
 def test_combine_private_mapped_address_note() -> None:
     verdict = combine(cr(NatType.PORT_RESTRICTED_CONE), r5780(mapped=("10.0.0.7", 4000)))
     assert not verdict.cgnat_suspected
-    assert verdict.notes == (
+    assert notes(verdict) == (
         "the mapped address 10.0.0.7:4000 is private: the server is inside a private "
         "network, so the result describes only the path to it",
     )
@@ -1088,7 +1134,7 @@ def test_combine_private_mapped_address_note() -> None:
 )
 def test_combine_private_mapped_address_ipv6(mapped: Endpoint, private: bool) -> None:
     verdict = combine(cr(NatType.PORT_RESTRICTED_CONE), r5780(mapped=mapped))
-    assert bool(verdict.notes) is private
+    assert bool(notes(verdict)) is private
 
 
 def test_combine_uses_classic_addresses_when_rfc5780_has_none() -> None:
@@ -1163,11 +1209,11 @@ def test_plan_port_samples_use_fresh_sockets() -> None:
 
 
 def test_probe_request_record() -> None:
-    step = Step("test2", Target.PRIMARY, change_ip=True, change_port=True)
+    step = Step(ProbeTest.TEST2, Target.PRIMARY, change_ip=True, change_port=True)
     request = ProbeRequest(Family.CLASSIC, step, PRIMARY)
     probe = request.record(OK, mapped=MAPPED, source=ALT, rtt_ms=12.5)
     assert probe == Probe(
-        "classic/test2",
+        ProbeId(Family.CLASSIC, ProbeTest.TEST2),
         PRIMARY,
         OK,
         change_ip=True,
@@ -1179,27 +1225,13 @@ def test_probe_request_record() -> None:
 
 
 def named(family: Family, probe: Probe) -> Probe:
-    return Probe(
-        probe_name(family, probe.name),
-        probe.target,
-        probe.outcome,
-        probe.change_ip,
-        probe.change_port,
-        probe.mapped,
-        probe.legacy_mapped,
-        probe.source,
-        probe.response_origin,
-        probe.other_address,
-        probe.error_code,
-        probe.rtt_ms,
-        probe.local,
-    )
+    return replace(probe, id=ProbeId(family, probe.id.test))
 
 
 def test_observations_keep_the_last_record_and_ignore_foreign_names() -> None:
     first = named(Family.CLASSIC, timeout("test1"))
     again = named(Family.CLASSIC, t1())
-    foreign = [named(Family.MAPPING, t1()), Probe("classic/bogus", PRIMARY, OK)]
+    foreign = [named(Family.MAPPING, t1()), named(Family.HAIRPIN, t1())]
     obs = observations(Family.CLASSIC, LOCAL, [first, *foreign, again])
     assert obs == ClassicObservations(LOCAL, test1=again)
 
@@ -1264,7 +1296,7 @@ def test_next_probe_port_allocation_samples_then_stops() -> None:
 def test_port_pairs_skip_unusable_samples() -> None:
     def sample(i: int, outcome: ProbeOutcome, local: Endpoint | None) -> Probe:
         return Probe(
-            f"port-allocation/sample{i}",
+            ProbeId(Family.PORT_ALLOCATION, ProbeTest.SAMPLE, i),
             PRIMARY,
             outcome,
             mapped=(MAPPED[0], 40000 + i),
@@ -1412,9 +1444,9 @@ def test_whole_run_classifies_each_nat(
     net: FakeNetwork, nat_type: NatType, mapping_b: Behavior, filtering_b: Behavior
 ) -> None:
     verdict = run(net)
-    assert verdict.nat_type is nat_type, verdict.reason
+    assert verdict.nat_type is nat_type, why(verdict)
     assert (verdict.mapping, verdict.filtering) == (mapping_b, filtering_b)
-    assert verdict.reason is None
+    assert why(verdict) is None
     assert verdict.classic is not None
     assert verdict.classic.nat_type in (nat_type, NatType.FULL_CONE)
 
@@ -1454,7 +1486,7 @@ def test_whole_run_symmetric_even_when_change_request_is_ignored() -> None:
     verdict = run(FakeNetwork(mapping=APD, filtering=APD, honours_change=False))
     assert verdict.nat_type is NatType.SYMMETRIC
     assert verdict.filtering is UNK
-    assert any("inconclusive" in note for note in verdict.notes)
+    assert any("inconclusive" in note for note in notes(verdict))
 
 
 def test_whole_run_hairpinning_and_ports() -> None:
@@ -1471,3 +1503,43 @@ def test_whole_run_port_preservation() -> None:
     assert verdict.port_allocation is not None
     assert verdict.port_allocation.preserves_port is True
     assert verdict.hairpinning is False
+
+
+# --------------------------------------------------------------------------- plan: recording
+
+
+def test_observe_turns_an_answer_into_a_probe() -> None:
+    request = ProbeRequest(Family.FILTERING, STEPS[Family.FILTERING][1], PRIMARY)
+
+    def seen(answer: Answer | None) -> Probe:
+        return observe(request, answer, expected=ALT, local=LOCAL, attempts=2)
+
+    silent = seen(None)
+    assert (silent.outcome, silent.attempts, silent.local, silent.source) == (
+        TIMEOUT, 2, LOCAL, None,
+    )
+    assert seen(Answer(ALT, 3.0, None)).outcome is INVALID
+    error = seen(Answer(ALT, 3.0, BindingReply(False, error_code=420)))
+    assert (error.outcome, error.error_code) == (ERROR, 420)
+    reply = BindingReply(True, mapped=MAPPED, other_address=ALT, response_origin=ALT)
+    good = seen(Answer(ALT, 3.0, reply))
+    assert (good.outcome, good.mapped, good.rtt_ms, good.change_ip) == (OK, MAPPED, 3.0, True)
+    assert origin_mismatch(good) is None
+    wrong = seen(Answer(PRIMARY, 3.0, reply))
+    assert wrong.outcome is BAD_SOURCE
+    mismatch = origin_mismatch(wrong)
+    assert mismatch is not None and say(mismatch) == (
+        "the server's reply to filtering/test2 names 198.51.100.2:3479 as its origin "
+        "(RESPONSE-ORIGIN or SOURCE-ADDRESS) but came from 198.51.100.1:3478: a server bug, "
+        "or a server behind a NAT; the classifier goes by where replies really come from"
+    )
+
+
+def test_lifetime_check() -> None:
+    check = ExtraRequest(ProbeId(Extra.LIFETIME, ProbeTest.CHECK, wait_s=15.0), PRIMARY)
+    assert lifetime_check(check.record(TIMEOUT), False) is False
+    assert lifetime_check(check.record(OK, source=PRIMARY), False) is True
+    ignored = lifetime_check(check.record(OK, source=PRIMARY), True)
+    assert isinstance(ignored, Finding) and ignored.code is ReasonCode.LIFETIME_UNSUPPORTED
+    rejected = lifetime_check(check.record(ERROR, error_code=420), False)
+    assert isinstance(rejected, Finding) and "error 420" in say(rejected)
