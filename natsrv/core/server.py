@@ -186,9 +186,10 @@ class Server:
 
     # -- time and connections ------------------------------------------------------------
     def holds_allocation(self, five_tuple: FiveTuple) -> bool:
-        """Whether the client on ``five_tuple`` has an allocation (so it authenticated):
-        the shell keeps such connections over ones that never did."""
-        return self.turn is not None and five_tuple in self.turn.allocations
+        """Whether the client on ``five_tuple`` has an allocation or an RFC 6062 data
+        connection (so it authenticated): the shell keeps such connections over ones
+        that never did."""
+        return self.turn is not None and self.turn.holds_connection(five_tuple)
 
     def expire(self, now: float) -> list[Effect]:
         """Reclaim what expired by ``now`` (allocations, permissions, channels,
@@ -200,8 +201,34 @@ class Server:
         return None if self.turn is None else self.turn.next_deadline()
 
     def connection_closed(self, five_tuple: FiveTuple, now: float) -> list[Effect]:
-        """A client's TCP/TLS connection ended: its allocation goes with it."""
+        """A client's TCP/TLS connection ended: its allocation goes with it (or the
+        peer connection it was bound to, for an RFC 6062 data connection)."""
         return [] if self.turn is None else self.turn.connection_closed(five_tuple, now)
+
+    # -- RFC 6062 peer connections ---------------------------------------------------------
+    def tcp_peer_arrived(
+        self, relay: Address, peer: Address, now: float
+    ) -> tuple[int | None, list[Effect]]:
+        """A peer connected to the TCP relay ``relay``: its CONNECTION-ID and what to
+        do, or None to close it at once."""
+        if self.turn is None:
+            return None, []
+        return self.turn.tcp.peer_arrived(relay, peer, now)
+
+    def tcp_peer_connected(self, cid: int, ok: bool, now: float) -> list[Effect]:
+        """The connection that a ``ConnectToPeer`` asked for is up (``ok``) or failed."""
+        if self.turn is None:
+            return []
+        return self.turn.tcp.connected(cid, ok, now)
+
+    def tcp_connection_ended(
+        self, cid: int, now: float, *, to_peer: int = 0, to_client: int = 0
+    ) -> list[Effect]:
+        """The peer connection ``cid`` or its data connection closed, after relaying
+        ``to_peer`` and ``to_client`` bytes."""
+        if self.turn is None:
+            return []
+        return self.turn.tcp.ended(cid, to_peer, to_client)
 
 
 __all__ = ["COUNTERS", "Server"]

@@ -199,6 +199,12 @@ def turn_settings(config: Config) -> TurnSettings:
         unauth_global_rate=config.unauth_global_rate,
         default_family=config.default_family,
         alternate_servers=config.alternate_server,
+        tcp_relay=config.tcp_relay,
+        tcp_connect_timeout=config.tcp_relay_connect_timeout,
+        tcp_bind_timeout=config.tcp_relay_bind_timeout,
+        tcp_max_pending=config.tcp_relay_max_pending,
+        tcp_max_per_allocation=config.tcp_relay_max_per_allocation,
+        tcp_max_connections=config.tcp_relay_max_connections,
     )
 
 
@@ -352,6 +358,7 @@ async def serve(
             admin_listeners = await trio.open_tcp_listeners(port, host=ip)
             info.admin = [local_address(lst.socket) for lst in admin_listeners]
         async with trio.open_nursery() as nursery:
+            shell.tcp_relay.nursery = nursery  # RFC 6062 connect attempts run here
             for s in udp_socks:
                 shell.senders[local_address(s)] = s
                 nursery.start_soon(serve_udp, s, shell)

@@ -22,6 +22,7 @@ from ..core.effects import Address, Effect, Event, FiveTuple, SendToClient
 from ..core.server import Server
 from ..logs import log_event
 from ..metrics import Metrics
+from .tcp_relay import TcpRelayShell
 
 if TYPE_CHECKING:
     from .relay import RelaySockets
@@ -53,6 +54,8 @@ class Shell:
         self.clock = clock
         self.senders: dict[Address, socket.socket] = {}
         self.connections: dict[FiveTuple, StreamConnection] = {}
+        #: RFC 6062 peer connections (net/tcp_relay.py).
+        self.tcp_relay = TcpRelayShell(self)
 
     def apply(self, effects: Iterable[Effect]) -> None:
         for effect in effects:
@@ -60,11 +63,13 @@ class Shell:
                 self.send_to_client(effect.five_tuple, effect.data)
             elif type(effect) is Event:
                 log_event(effect.name, effect.fields)
-            else:  # SendToPeer, a plain (route, data) tuple
+            elif isinstance(effect, tuple):  # SendToPeer, a plain (route, data) tuple
                 route, data = effect
                 sock = self.relays.sockets.get(route.relay)
                 if sock is not None:
                     self.sendto(sock, data, route.peer)
+            else:  # RFC 6062: ConnectToPeer, SpliceTcp, CloseTcp
+                self.tcp_relay.apply(effect)
 
     def send_to_client(self, five_tuple: FiveTuple, data: bytes) -> None:
         if five_tuple[0] == _UDP:
