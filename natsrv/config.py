@@ -571,6 +571,16 @@ class Config:
         4096, "tcp-relay-max-connections", parse_count,
         "peer connections of all TCP allocations together (each costs two sockets)",
         section="turn", metavar="N", check=_count_at_least(1))
+    dtls: bool = setting(
+        True, "dtls", _bool,
+        "STUN and TURN over DTLS 1.2 (RFC 7350) on the UDP side of the TLS port, with the "
+        "same certificate (only when tls-cert is given)",
+        metavar=None)
+    dtls_max_sessions: int = setting(
+        2000, "dtls-max-sessions", parse_count,
+        "concurrent DTLS sessions (a session exists only once its client returned a "
+        "HelloVerifyRequest cookie); over it new clients are ignored",
+        metavar="N", check=_count_at_least(1))
     extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property

@@ -20,7 +20,7 @@ much to create, and the core creates several per request.
 Addresses are ``(ip, port)`` with the IP in the text form ``socket`` uses (dotted IPv4,
 RFC 5952 IPv6). A ``FiveTuple`` identifies an allocation (RFC 8656 §2, §6):
 ``(transport, client address, server local address)`` with transport ``"udp"``,
-``"tcp"`` or ``"tls"``.
+``"tcp"``, ``"tls"`` or ``"dtls"`` (RFC 7350: STUN and TURN over DTLS on the TLS port).
 """
 
 from __future__ import annotations

@@ -42,7 +42,7 @@ _CHANNEL_DATA = CHANNEL_DATA
 _STUN = STUN
 _REQUEST = MessageClass.REQUEST
 _BINDING = Method.BINDING
-_UDP = "udp"
+_STREAMS = ("tcp", "tls")
 
 #: Counters kept by ``Server`` itself (the TURN core adds its own, ``turn.COUNTERS``).
 COUNTERS = (
@@ -85,7 +85,7 @@ class Server:
         #: Binding successes are counted apart, per transport (a cheaper count on the
         #: hottest path).
         self.requests: Counter[tuple[int, str, str]] = Counter() if turn is None else turn.requests
-        self.plain_answers: dict[str, int] = {"udp": 0, "tcp": 0, "tls": 0}
+        self.plain_answers: dict[str, int] = {"udp": 0, "tcp": 0, "tls": 0, "dtls": 0}
         self._channel_to_peer = None if turn is None else turn.channel_to_peer
         # Prepared plain-Binding encoders per local endpoint, filled on first use.
         self._plain: dict[Address, BindingSuccess] = {}
@@ -173,7 +173,9 @@ class Server:
             return None
         five_tuple, channel = hop
         if channel is not None:
-            return five_tuple, encode_channel_data(channel, data, stream=five_tuple[0] != _UDP)
+            # Padded on streams only (RFC 8656 §12.5): a DTLS record delimits it as UDP does.
+            stream = five_tuple[0] in _STREAMS
+            return five_tuple, encode_channel_data(channel, data, stream=stream)
         return five_tuple, encode_data_indication(peer, data)
 
     def request_counts(self) -> Counter[tuple[int, str, str]]:

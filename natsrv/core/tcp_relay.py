@@ -118,7 +118,7 @@ class TcpRelay:
         effects: list[Effect],
     ) -> list[tuple[int, Any]]:
         """RFC 6062 §5.4: on a new TCP/TLS connection, bind it to a peer connection."""
-        if five_tuple[0] == "udp" or alloc is not None or five_tuple in self.by_data:
+        if five_tuple[0] not in ("tcp", "tls") or alloc is not None or five_tuple in self.by_data:
             raise BadRequest("ConnectionBind needs a new TCP or TLS connection")
         cid = msg.get(Attr.CONNECTION_ID)
         conn = self.connections.get(cid) if cid is not None else None

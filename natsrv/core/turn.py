@@ -562,7 +562,7 @@ class TurnServer:
         tcp = transport == TRANSPORT_TCP
         if tcp:
             # RFC 6062 §5.1: TCP relays for TCP/TLS control connections only.
-            if five_tuple[0] == "udp" or not s.tcp_relay:
+            if five_tuple[0] not in ("tcp", "tls") or not s.tcp_relay:
                 raise UnsupportedTransport()
             if (
                 Attr.DONT_FRAGMENT in msg

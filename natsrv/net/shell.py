@@ -25,10 +25,12 @@ from ..metrics import Metrics
 from .tcp_relay import TcpRelayShell
 
 if TYPE_CHECKING:
+    from .dtls import DtlsEndpoint
     from .relay import RelaySockets
     from .tcp import StreamConnection
 
 _UDP = "udp"
+_DTLS = "dtls"
 
 
 class Shell:
@@ -56,6 +58,9 @@ class Shell:
         self.connections: dict[FiveTuple, StreamConnection] = {}
         #: RFC 6062 peer connections (net/tcp_relay.py).
         self.tcp_relay = TcpRelayShell(self)
+        #: DTLS (net/dtls.py): the endpoints, and the one holding each session.
+        self.dtls_endpoints: list[DtlsEndpoint] = []
+        self.dtls_sessions: dict[FiveTuple, DtlsEndpoint] = {}
 
     def apply(self, effects: Iterable[Effect]) -> None:
         for effect in effects:
@@ -72,10 +77,15 @@ class Shell:
                 self.tcp_relay.apply(effect)
 
     def send_to_client(self, five_tuple: FiveTuple, data: bytes) -> None:
-        if five_tuple[0] == _UDP:
+        transport = five_tuple[0]
+        if transport == _UDP:
             sock = self.senders.get(five_tuple[2])
             if sock is not None:
                 self.sendto(sock, data, five_tuple[1])
+        elif transport == _DTLS:
+            endpoint = self.dtls_sessions.get(five_tuple)
+            if endpoint is not None:
+                endpoint.send(five_tuple, data)
         else:
             conn = self.connections.get(five_tuple)
             if conn is not None and not conn.send_nowait(data):

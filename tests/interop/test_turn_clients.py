@@ -589,6 +589,20 @@ def test_turnutils_uclient_tcp_relay_loses_nothing(turn_server: TurnServer) -> N
     _assert_nothing_lost(turn_server, UCLIENT_TCP_RUNS)
 
 
+#: DTLS (RFC 7350) runs of turnutils_uclient: -S without -t is DTLS over UDP, to the TLS
+#: port; ChannelData, and Send/Data indications. uclient offers DTLS 1.0 or 1.2 at
+#: random and tries again after natsrv's "protocol version" alert (DTLS 1.2 only).
+UCLIENT_DTLS_RUNS = {"dtls-channel": ["-S"], "dtls-send": ["-S", "-s"]}
+
+
+def test_turnutils_uclient_over_dtls_loses_nothing(
+    tmp_path_factory: pytest.TempPathFactory, tls_files: TlsFiles
+) -> None:
+    # natsrv only: the reference coturn of these tests runs with --no-dtls.
+    with running_server("natsrv", tmp_path_factory.mktemp("natsrv-dtls"), tls=tls_files) as server:
+        _assert_nothing_lost(server, UCLIENT_DTLS_RUNS)
+
+
 # ---------------------------------------------------------------------------------------
 # 4. Chromium: a data channel between two relay-only RTCPeerConnections
 # ---------------------------------------------------------------------------------------
