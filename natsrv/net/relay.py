@@ -124,6 +124,7 @@ async def read_relays(shell: Shell) -> None:
         except (OSError, ValueError):  # closed at shutdown
             return
         now = clock()
+        accept_failed = False
         for fd, _ in events:
             entry = by_fd.get(fd)
             if entry is not None:
@@ -131,21 +132,27 @@ async def read_relays(shell: Shell) -> None:
                 continue
             listener = listeners.get(fd)
             if listener is not None:
-                _accept(shell, listener[0], listener[1], now)
+                accept_failed |= _accept(shell, listener[0], listener[1], now)
+        if accept_failed:
+            # EMFILE and friends leave the listener readable: back off briefly rather
+            # than spin on it (as the client listeners do).
+            await trio.sleep(0.05)
 
 
-def _accept(shell: Shell, sock: socket.socket, relay: Address, now: float) -> None:
-    """Peers connecting to a TCP relay: each goes to the core through ``tcp_relay``."""
+def _accept(shell: Shell, sock: socket.socket, relay: Address, now: float) -> bool:
+    """Peers connecting to a TCP relay: each goes to the core through ``tcp_relay``.
+    True if accepting failed (the caller backs off)."""
     for _ in range(BATCH):
         try:
             conn, peer = sock.accept()
         except BlockingIOError:
-            return
+            return False
         except OSError:  # EMFILE and friends: the core never sees this peer
             shell.counters["relay_accept_errors"] += 1
-            return
+            return True
         conn.setblocking(False)
         shell.tcp_relay.accepted(conn, relay, (peer[0], peer[1]), now)
+    return False
 
 
 def _drain(shell: Shell, sock: _socket.socket, relay: Address, now: float) -> None:
