@@ -19,6 +19,7 @@ from natsrv.stun import Attr, Message, MessageClass, Method, decode_untrusted
 from natsrv.stun.integrity import long_term_key
 from tests.conftest import PRIMARY_IP, start_server
 from tests.interop.turn_servers import make_tls_files
+from tests.net.test_tcp_relay import gauge
 from tests.net.test_turn_server import REALM, turn_config
 
 Address = tuple[str, int]
@@ -175,6 +176,7 @@ async def test_client_hellos_without_a_valid_cookie_create_no_session(
     await first.sock.sendto(with_cookie, server)
     await first.receive()
     assert sessions(dtls_server) == 1
+    assert gauge(dtls_server, "natsrv_dtls_sessions") == 1
 
 
 async def test_a_handshake_that_stalls_is_dropped(

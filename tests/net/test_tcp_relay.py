@@ -13,6 +13,7 @@ import pytest
 import trio
 import trio.testing
 
+from natsrv.metrics import Collector
 from natsrv.net.serve import ServerInfo
 from natsrv.stun import Attr, Message, MessageClass, Method, StreamFramer, decode_untrusted
 from natsrv.stun.integrity import long_term_key
@@ -116,6 +117,14 @@ async def peer_listener(rcvbuf: int | None = None) -> trio.SocketListener:
     return listener
 
 
+def gauge(info: ServerInfo, name: str) -> float:
+    """The value of a gauge as /metrics shows it."""
+    for family in Collector(info.metrics, lambda: info.server).collect():
+        if family.name == name:
+            return float(family.samples[0].value)
+    raise AssertionError(f"no {name}")
+
+
 async def receive_exactly(stream: trio.abc.ReceiveStream, size: int) -> bytes:
     out = bytearray()
     with trio.fail_after(10):
@@ -174,6 +183,7 @@ async def test_connect_bind_and_relay_both_ways(server: ServerInfo) -> None:
     assert code_of(again) == 446
     answer, data = await bind_data_connection(server.tcp[0], cid)
     assert answer.cls == MessageClass.SUCCESS, answer.get(Attr.ERROR_CODE)
+    assert gauge(server, "natsrv_tcp_peer_connections") == 1
     # Raw bytes, no framing, both ways; STUN-looking bytes are just bytes now.
     await data.send_all(b"hello peer")
     assert await receive_exactly(peer, 10) == b"hello peer"
@@ -188,6 +198,7 @@ async def test_connect_bind_and_relay_both_ways(server: ServerInfo) -> None:
     assert reply.cls == MessageClass.SUCCESS
     assert await closed_by_server(peer)
     assert await closed_by_server(data)
+    assert gauge(server, "natsrv_tcp_peer_connections") == 0
 
 
 async def test_connect_refusals_403_and_447(server: ServerInfo) -> None:
