@@ -24,20 +24,8 @@ CONTROL: FiveTuple = ("tcp", CLIENT, SERVER)
 TCP = 6
 
 
-class TcpOpener(FakeOpener):
-    def __init__(self) -> None:
-        super().__init__()
-        self.tcp: set[tuple[str, int]] = set()
-
-    def bind_tcp(self, ip: str, port: int) -> bool:
-        if self.bind(ip, port):
-            self.tcp.add((ip, port))
-            return True
-        return False
-
-
-def tcp_server(**settings: object) -> tuple[TurnServer, TcpOpener]:
-    opener = TcpOpener()
+def tcp_server(**settings: object) -> tuple[TurnServer, FakeOpener]:
+    opener = FakeOpener()
     server, _ = make_server(opener=opener, **settings)
     return server, opener
 

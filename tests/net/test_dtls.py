@@ -195,3 +195,20 @@ async def test_a_handshake_that_stalls_is_dropped(
     await trio.sleep(1.5)  # virtual time: tls-handshake-timeout is 1 s here
     assert sessions(dtls_server) == 0
     assert dtls_server.metrics.counters["dtls_handshake_timeouts"] == 1
+
+
+async def test_dtls_can_be_turned_off(nursery: trio.Nursery, tmp_path: Path) -> None:
+    tls = make_tls_files(tmp_path)
+    info = await start_server(nursery, turn_config(
+        tls_port=0, tls_cert=str(tls.cert), tls_key=str(tls.key), dtls=False,
+    ))  # fmt: skip
+    assert info.tls and info.dtls == []
+    with trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM) as probe:
+        await probe.bind((PRIMARY_IP, 0))
+        await probe.connect(info.tls[0])  # connected: the ICMP port unreachable is reported
+        client = DtlsClient(probe, info.tls[0])
+        with pytest.raises(SSL.WantReadError):
+            client.conn.do_handshake()
+        await client.flush()
+        with pytest.raises(ConnectionRefusedError), trio.fail_after(5):
+            await probe.recvfrom(2048)
