@@ -41,6 +41,9 @@ class NoRelays:
     def bind(self, ip: str, port: int) -> bool:
         return True
 
+    def bind_tcp(self, ip: str, port: int) -> bool:
+        return True
+
     def close(self, relay: tuple[str, int]) -> None:
         pass
 

@@ -557,6 +557,42 @@ class Config:
         "relay family when a client sends no REQUESTED-ADDRESS-FAMILY (browsers never do): "
         "`ipv4` (RFC 8656 §7.2) or `listener` (that of the listening socket)",
         section="turn", metavar="ipv4|listener", check=_one_of(DEFAULT_FAMILIES))
+    tcp_relay: bool = setting(
+        True, "tcp-relay", _bool,
+        "RFC 6062 TCP allocations (REQUESTED-TRANSPORT TCP) on TCP and TLS connections",
+        section="turn", metavar=None)
+    tcp_relay_connect_timeout: float = setting(
+        30.0, "tcp-relay-connect-timeout", parse_seconds,
+        "how long a Connect to a TCP peer may take before it gets 447",
+        section="turn", metavar="SECONDS", unit="seconds", check=_seconds_at_least(0.1))
+    tcp_relay_bind_timeout: float = setting(
+        30.0, "tcp-relay-bind-timeout", parse_seconds,
+        "how long a peer connection waits for the client's ConnectionBind before it is "
+        "closed (RFC 6062: 30 s)",
+        section="turn", metavar="SECONDS", unit="seconds", check=_seconds_at_least(0.1))
+    tcp_relay_max_pending: int = setting(
+        8, "tcp-relay-max-pending", parse_count,
+        "peer connections of one TCP allocation that are connecting or awaiting their "
+        "ConnectionBind",
+        section="turn", metavar="N", check=_count_at_least(1))
+    tcp_relay_max_per_allocation: int = setting(
+        64, "tcp-relay-max-per-allocation", parse_count,
+        "peer connections of one TCP allocation, in all",
+        section="turn", metavar="N", check=_count_at_least(1))
+    tcp_relay_max_connections: int = setting(
+        4096, "tcp-relay-max-connections", parse_count,
+        "peer connections of all TCP allocations together (each costs two sockets)",
+        section="turn", metavar="N", check=_count_at_least(1))
+    dtls: bool = setting(
+        True, "dtls", _bool,
+        "STUN and TURN over DTLS 1.2 (RFC 7350) on the UDP side of the TLS port, with the "
+        "same certificate (only when tls-cert is given)",
+        metavar=None)
+    dtls_max_sessions: int = setting(
+        2000, "dtls-max-sessions", parse_count,
+        "concurrent DTLS sessions (a session exists only once its client returned a "
+        "HelloVerifyRequest cookie); over it new clients are ignored",
+        metavar="N", check=_count_at_least(1))
     extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property

@@ -91,6 +91,15 @@ class Collector(_CollectorBase):
             "natsrv_stream_connections", "Open TCP and TLS client connections",
             value=self.metrics.gauges.get("stream_connections", 0),
         )  # fmt: skip
+        yield GaugeMetricFamily(
+            "natsrv_tcp_peer_connections", "RFC 6062 peer connections (connecting, awaiting "
+            "ConnectionBind, or relaying)",
+            value=len(turn.tcp.connections) if turn is not None else 0,
+        )  # fmt: skip
+        yield GaugeMetricFamily(
+            "natsrv_dtls_sessions", "DTLS sessions (handshaking or established)",
+            value=self.metrics.gauges.get("dtls_sessions", 0),
+        )  # fmt: skip
         requests = CounterMetricFamily(
             "natsrv_stun_requests", "Requests answered, by method, transport and result "
             "(success or the error code)", labels=["method", "transport", "result"],

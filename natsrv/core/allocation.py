@@ -5,7 +5,8 @@ transport address per family with its own time-to-expiry, permissions, channels)
 §7.2 (choosing relay ports: EVEN-PORT, reservations and RESERVATION-TOKEN),
 §9 (permissions are per peer IP address, port ignored, 300 s),
 §12 (a channel binding is unique both ways: one channel number <-> one peer transport
-address, within one allocation; 600 s).
+address, within one allocation; 600 s); RFC 6062 §5 (the peer connections of a TCP
+allocation, each with its CONNECTION-ID and state).
 
 Everything here is plain data with small transitions; times are absolute (``now``
 values), compared lazily, so nothing needs a timer per object. ``TurnServer`` in
@@ -60,6 +61,30 @@ class Channel:
         self.route = PeerRoute(self.relay.address, self.peer)
 
 
+#: States of an RFC 6062 peer connection.
+CONNECTING = 0  #: Connect sent the shell to connect; the request waits for the outcome
+AWAITING_BIND = 1  #: connected (or accepted); the client's ConnectionBind is due
+BOUND = 2  #: spliced to the client's data connection
+
+
+@dataclass(slots=True, eq=False)
+class TcpConnection:
+    """A peer TCP connection of a TCP allocation (RFC 6062 §5.2-5.4)."""
+
+    cid: int  #: its CONNECTION-ID
+    alloc: Allocation
+    peer: Address
+    state: int
+    #: When the connect attempt or the wait for ConnectionBind gives up (inf once bound).
+    deadline: float
+    #: The Connect request to answer once the shell reports (RFC 6062 §5.2), with the
+    #: keys that sign the answer.
+    tid: bytes = b""
+    keys: tuple[bytes | None, bytes | None] = (None, None)
+    #: The client's data connection, once bound.
+    data: FiveTuple | None = None
+
+
 @dataclass(slots=True, eq=False)
 class Allocation:
     """State of one allocation, identified by its 5-tuple (RFC 8656 §6)."""
@@ -93,6 +118,10 @@ class Allocation:
     to_peer_bytes: int = 0
     to_client_packets: int = 0
     to_client_bytes: int = 0
+    #: RFC 6062: a TCP allocation (its relays listen and connect over TCP), and its
+    #: peer connections by CONNECTION-ID.
+    tcp: bool = False
+    connections: dict[int, TcpConnection] = field(default_factory=dict)
 
     def relay_for(self, peer_ip: str) -> Relay | None:
         """The relay that talks to a peer of this IP's family, if the allocation has one."""
@@ -154,6 +183,7 @@ class Allocation:
         times = [r.expires_at for r in self.relays.values()]
         times.extend(self.permissions.values())
         times.extend(ch.expires_at for ch in self.channels.values())
+        times.extend(c.deadline for c in self.connections.values())
         return min(times, default=float("inf"))
 
     def spend(self, size: int, now: float, rate: float, burst: float) -> bool:
@@ -231,11 +261,14 @@ class RelayPorts:
         self.in_use: set[Address] = set()
         self.reservations: dict[bytes, Reservation] = {}
 
-    def open(self, ip: str, *, even: bool = False, pair: bool = False) -> int | None:
+    def open(
+        self, ip: str, *, even: bool = False, pair: bool = False, tcp: bool = False
+    ) -> int | None:
         """Bind a relay port on ``ip`` and return it, or None when none is free.
 
         ``even``: the port is even. ``pair``: it is even and port+1 is bound too (the
-        caller reserves it with ``reserve``).
+        caller reserves it with ``reserve``). ``tcp``: a listening TCP socket (RFC
+        6062), not a UDP one.
         """
         if even or pair:
             first = self.low + (self.low & 1)
@@ -257,7 +290,7 @@ class RelayPorts:
             attempts += 1
             if attempts > self.max_attempts:
                 return None
-            if not opener.bind(ip, port):
+            if not (opener.bind_tcp(ip, port) if tcp else opener.bind(ip, port)):
                 continue
             if pair and not opener.bind(ip, port + 1):
                 opener.close((ip, port))
@@ -307,8 +340,11 @@ class RelayPorts:
 
 
 __all__ = [
+    "AWAITING_BIND",
+    "BOUND",
     "CHANNEL_MAX",
     "CHANNEL_MIN",
+    "CONNECTING",
     "FAMILY_CODES",
     "FAMILY_CODE_OF",
     "IPV4",
@@ -318,5 +354,6 @@ __all__ = [
     "Relay",
     "RelayPorts",
     "Reservation",
+    "TcpConnection",
     "family_of",
 ]

@@ -5,7 +5,9 @@ socket: ``Server.receive``, ``Server.expire`` and ``Server.connection_closed`` r
 list of the effects below, which ``natsrv/net`` carries out in order: send bytes to a
 client (on UDP from a given local endpoint, on a stream over its
 connection) and send a datagram from a relay socket to a peer; a third, rare one,
-hands the shell an :class:`Event` to log.
+hands the shell an :class:`Event` to log. RFC 6062 TCP allocations add three: connect
+to a peer from a relayed address, splice a client's data connection to a peer
+connection, close a peer connection.
 
 The one piece of I/O the core performs synchronously is binding and closing relay
 sockets, through the :class:`RelayOpener` the shell hands it: RFC 8656 §7.2 needs to
@@ -18,7 +20,7 @@ much to create, and the core creates several per request.
 Addresses are ``(ip, port)`` with the IP in the text form ``socket`` uses (dotted IPv4,
 RFC 5952 IPv6). A ``FiveTuple`` identifies an allocation (RFC 8656 §2, §6):
 ``(transport, client address, server local address)`` with transport ``"udp"``,
-``"tcp"`` or ``"tls"``.
+``"tcp"``, ``"tls"`` or ``"dtls"`` (RFC 7350: STUN and TURN over DTLS on the TLS port).
 """
 
 from __future__ import annotations
@@ -43,8 +45,13 @@ class RelayOpener(Protocol):
         """Bind a UDP socket on ``(ip, port)`` now; False if the port is taken."""
         ...
 
+    def bind_tcp(self, ip: str, port: int) -> bool:
+        """Bind and listen on a TCP socket on ``(ip, port)`` now (the relayed address
+        of an RFC 6062 TCP allocation); False if the port is taken."""
+        ...
+
     def close(self, relay: Address) -> None:
-        """Close the socket bound on ``relay``."""
+        """Close the socket bound on ``relay`` (UDP or TCP)."""
         ...
 
 
@@ -90,10 +97,44 @@ class Event:
     fields: dict[str, object]
 
 
-Effect: TypeAlias = SendToClient | SendToPeer | Event
+@final
+@dataclass(slots=True)
+class ConnectToPeer:
+    """RFC 6062 §5.2: open a TCP connection from the relayed address ``relay`` to
+    ``peer`` for the peer connection ``cid``, and tell ``Server.tcp_peer_connected``
+    whether it worked. The core keeps the deadline: a ``CloseTcp`` ends a slow try."""
+
+    cid: int
+    relay: Address
+    peer: Address
+
+
+@final
+@dataclass(slots=True)
+class SpliceTcp:
+    """RFC 6062 §5.4: the client's data connection on ``five_tuple`` now carries raw
+    bytes to and from the peer connection ``cid``, with back-pressure both ways; when
+    either side ends, tell ``Server.tcp_connection_ended``."""
+
+    cid: int
+    five_tuple: FiveTuple
+
+
+@final
+@dataclass(slots=True)
+class CloseTcp:
+    """Close the peer connection ``cid`` (or stop trying to open it), and its data
+    connection if it has one."""
+
+    cid: int
+
+
+Effect: TypeAlias = SendToClient | SendToPeer | Event | ConnectToPeer | SpliceTcp | CloseTcp
 
 __all__ = [
     "Address",
+    "CloseTcp",
+    "ConnectToPeer",
     "Effect",
     "Event",
     "FiveTuple",
@@ -101,5 +142,6 @@ __all__ = [
     "RelayOpener",
     "SendToClient",
     "SendToPeer",
+    "SpliceTcp",
     "send_to_peer",
 ]

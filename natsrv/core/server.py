@@ -42,7 +42,7 @@ _CHANNEL_DATA = CHANNEL_DATA
 _STUN = STUN
 _REQUEST = MessageClass.REQUEST
 _BINDING = Method.BINDING
-_UDP = "udp"
+_STREAMS = ("tcp", "tls")
 
 #: Counters kept by ``Server`` itself (the TURN core adds its own, ``turn.COUNTERS``).
 COUNTERS = (
@@ -85,7 +85,7 @@ class Server:
         #: Binding successes are counted apart, per transport (a cheaper count on the
         #: hottest path).
         self.requests: Counter[tuple[int, str, str]] = Counter() if turn is None else turn.requests
-        self.plain_answers: dict[str, int] = {"udp": 0, "tcp": 0, "tls": 0}
+        self.plain_answers: dict[str, int] = {"udp": 0, "tcp": 0, "tls": 0, "dtls": 0}
         self._channel_to_peer = None if turn is None else turn.channel_to_peer
         # Prepared plain-Binding encoders per local endpoint, filled on first use.
         self._plain: dict[Address, BindingSuccess] = {}
@@ -173,7 +173,9 @@ class Server:
             return None
         five_tuple, channel = hop
         if channel is not None:
-            return five_tuple, encode_channel_data(channel, data, stream=five_tuple[0] != _UDP)
+            # Padded on streams only (RFC 8656 §12.5): a DTLS record delimits it as UDP does.
+            stream = five_tuple[0] in _STREAMS
+            return five_tuple, encode_channel_data(channel, data, stream=stream)
         return five_tuple, encode_data_indication(peer, data)
 
     def request_counts(self) -> Counter[tuple[int, str, str]]:
@@ -186,9 +188,10 @@ class Server:
 
     # -- time and connections ------------------------------------------------------------
     def holds_allocation(self, five_tuple: FiveTuple) -> bool:
-        """Whether the client on ``five_tuple`` has an allocation (so it authenticated):
-        the shell keeps such connections over ones that never did."""
-        return self.turn is not None and five_tuple in self.turn.allocations
+        """Whether the client on ``five_tuple`` has an allocation or an RFC 6062 data
+        connection (so it authenticated): the shell keeps such connections over ones
+        that never did."""
+        return self.turn is not None and self.turn.holds_connection(five_tuple)
 
     def expire(self, now: float) -> list[Effect]:
         """Reclaim what expired by ``now`` (allocations, permissions, channels,
@@ -200,8 +203,34 @@ class Server:
         return None if self.turn is None else self.turn.next_deadline()
 
     def connection_closed(self, five_tuple: FiveTuple, now: float) -> list[Effect]:
-        """A client's TCP/TLS connection ended: its allocation goes with it."""
+        """A client's TCP/TLS connection ended: its allocation goes with it (or the
+        peer connection it was bound to, for an RFC 6062 data connection)."""
         return [] if self.turn is None else self.turn.connection_closed(five_tuple, now)
+
+    # -- RFC 6062 peer connections ---------------------------------------------------------
+    def tcp_peer_arrived(
+        self, relay: Address, peer: Address, now: float
+    ) -> tuple[int | None, list[Effect]]:
+        """A peer connected to the TCP relay ``relay``: its CONNECTION-ID and what to
+        do, or None to close it at once."""
+        if self.turn is None:
+            return None, []
+        return self.turn.tcp.peer_arrived(relay, peer, now)
+
+    def tcp_peer_connected(self, cid: int, ok: bool, now: float) -> list[Effect]:
+        """The connection that a ``ConnectToPeer`` asked for is up (``ok``) or failed."""
+        if self.turn is None:
+            return []
+        return self.turn.tcp.connected(cid, ok, now)
+
+    def tcp_connection_ended(
+        self, cid: int, now: float, *, to_peer: int = 0, to_client: int = 0
+    ) -> list[Effect]:
+        """The peer connection ``cid`` or its data connection closed, after relaying
+        ``to_peer`` and ``to_client`` bytes."""
+        if self.turn is None:
+            return []
+        return self.turn.tcp.ended(cid, to_peer, to_client)
 
 
 __all__ = ["COUNTERS", "Server"]

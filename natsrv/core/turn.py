@@ -32,7 +32,12 @@ Error-code decisions beyond the RFC's letter:
   CreatePermission is refused (nothing is installed then).
 * A stale or unrecognised nonce on a request whose integrity verified -> 438 (so
   clients recover after a server restart changed the nonce key).
-* Methods other than the four TURN requests (e.g. RFC 6062 Connect) -> 400.
+* Methods other than the four TURN requests and RFC 6062's Connect and
+  ConnectionBind -> 400.
+* RFC 6062 (``tcp_relay.py``): REQUESTED-TRANSPORT TCP over UDP -> 442 (as for any
+  transport the server cannot relay over that connection); with EVEN-PORT,
+  RESERVATION-TOKEN or DONT-FRAGMENT -> 400; ChannelBind on a TCP allocation -> 400 and
+  Send indications on it are dropped; too many peer connections -> 508.
 """
 
 from __future__ import annotations
@@ -46,7 +51,15 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ..stun.attributes import AddressErrorCode, ErrorCodeValue
-from ..stun.constants import REASONS, TRANSPORT_UDP, Attr, MessageClass, Method, method_name
+from ..stun.constants import (
+    REASONS,
+    TRANSPORT_TCP,
+    TRANSPORT_UDP,
+    Attr,
+    MessageClass,
+    Method,
+    method_name,
+)
 from ..stun.errors import (
     AddressFamilyNotSupported,
     AllocationMismatch,
@@ -90,6 +103,7 @@ from .effects import (
 )
 from .nonce import NonceFactory
 from .policy import PeerPolicy
+from .tcp_relay import TcpRelay
 
 _WILDCARDS = ("0.0.0.0", "::")
 _INF = float("inf")
@@ -169,6 +183,16 @@ class TurnSettings:
     #: Where 300 Try Alternate sends new allocations while draining (RFC 8489 §10),
     #: at most one per family; none: draining answers 508.
     alternate_servers: tuple[Address, ...] = ()
+    #: RFC 6062 TCP allocations on TCP/TLS control connections; how long a Connect may
+    #: take and a ConnectionBind may be awaited; how many peer connections may wait
+    #: (connecting or for their ConnectionBind) per allocation, exist per allocation,
+    #: and exist in the server.
+    tcp_relay: bool = True
+    tcp_connect_timeout: float = 30.0
+    tcp_bind_timeout: float = 30.0
+    tcp_max_pending: int = 8
+    tcp_max_per_allocation: int = 64
+    tcp_max_connections: int = 4096
 
     def __post_init__(self) -> None:
         if self.default_family not in ("ipv4", "listener"):
@@ -178,9 +202,11 @@ class TurnSettings:
             raise ValueError("at most one relay address per family")
 
 
+#: A request handler: the attributes of the success answer, or None when the answer
+#: comes later (RFC 6062 Connect).
 _Handler = Callable[
     [Message, FiveTuple, Allocation | None, Credentials, float, list[Effect]],
-    list[tuple[int, Any]],
+    list[tuple[int, Any]] | None,
 ]
 
 
@@ -244,11 +270,15 @@ class TurnServer:
         self._public_ips: dict[int, str] = {
             fam: self._advertised_ip(ip) for fam, ip in self._relay_ips.items()
         }
+        #: RFC 6062: the peer connections of TCP allocations.
+        self.tcp = TcpRelay(self)
         self._handlers: dict[int, _Handler] = {
             Method.ALLOCATE: self._allocate,
             Method.REFRESH: self._refresh,
             Method.CREATE_PERMISSION: self._create_permission,
             Method.CHANNEL_BIND: self._channel_bind,
+            Method.CONNECT: self.tcp.connect,
+            Method.CONNECTION_BIND: self.tcp.connection_bind,
         }
         self._apply(settings, credentials, policy)
 
@@ -360,7 +390,10 @@ class TurnServer:
                 raise BadRequest("Unsupported method")
             creds = self.auth.authenticate(msg, five_tuple[1], now)
             self.limiter.trust(five_tuple[1][0], now)
-            attrs = handler(msg, five_tuple, alloc, creds, now, effects)
+            answer = handler(msg, five_tuple, alloc, creds, now, effects)
+            if answer is None:
+                return effects  # answered later (RFC 6062 Connect)
+            attrs = answer
             cls, result = _SUCCESS, "success"
         except StaleChallenge as exc:
             # Integrity verified: the client holds the password, so no rate limit.
@@ -526,7 +559,18 @@ class TurnServer:
         transport = msg.get(Attr.REQUESTED_TRANSPORT)
         if transport is None:
             raise BadRequest("REQUESTED-TRANSPORT is missing")
-        if transport != TRANSPORT_UDP:
+        tcp = transport == TRANSPORT_TCP
+        if tcp:
+            # RFC 6062 §5.1: TCP relays for TCP/TLS control connections only.
+            if five_tuple[0] not in ("tcp", "tls") or not s.tcp_relay:
+                raise UnsupportedTransport()
+            if (
+                Attr.DONT_FRAGMENT in msg
+                or Attr.EVEN_PORT in msg
+                or Attr.RESERVATION_TOKEN in msg
+            ):
+                raise BadRequest("DONT-FRAGMENT, EVEN-PORT or RESERVATION-TOKEN with TCP")
+        elif transport != TRANSPORT_UDP:
             raise UnsupportedTransport()
         # DONT-FRAGMENT is accepted: the shell sets DF where the platform allows.
         token = msg.get(Attr.RESERVATION_TOKEN)
@@ -587,7 +631,7 @@ class TurnServer:
                         AddressErrorCode(FAMILY_CODE_OF[family], 440, REASONS[440])
                     )
                     continue
-                port = self.ports.open(ip, even=even is not None, pair=bool(even))
+                port = self.ports.open(ip, even=even is not None, pair=bool(even), tcp=tcp)
                 if port is None:
                     if len(families) == 1:
                         raise InsufficientCapacity()
@@ -609,7 +653,7 @@ class TurnServer:
                 raise InsufficientCapacity()
         alloc = Allocation(
             five_tuple, creds.username, relays, tokens=self._burst, refilled_at=now,
-            created_at=now,
+            created_at=now, tcp=tcp,
         )
         self.allocations[five_tuple] = alloc
         self._per_user[creds.username] = self._per_user.get(creds.username, 0) + 1
@@ -718,6 +762,8 @@ class TurnServer:
     ) -> list[tuple[int, Any]]:
         s = self.settings
         alloc = self._owned(alloc, creds)
+        if alloc.tcp:
+            raise BadRequest("No channels on a TCP allocation")
         number = msg.get(Attr.CHANNEL_NUMBER)
         peer = msg.get(Attr.XOR_PEER_ADDRESS)
         if number is None or peer is None:
@@ -760,7 +806,7 @@ class TurnServer:
         peer = msg.get(Attr.XOR_PEER_ADDRESS)
         data = msg.get(Attr.DATA)
         relay = alloc.relay_for(peer[0]) if peer is not None else None
-        if data is None or relay is None or msg.unknown_required:
+        if data is None or relay is None or msg.unknown_required or alloc.tcp:
             counters["malformed_drops"] += 1
             return
         if not alloc.permitted(peer[0], now):
@@ -885,11 +931,28 @@ class TurnServer:
     def connection_closed(self, five_tuple: FiveTuple, now: float) -> list[Effect]:
         """The client's TCP/TLS connection closed: its 5-tuple, and so its allocation,
         is gone."""
-        effects: list[Effect] = []
+        effects = self.tcp.data_connection_closed(five_tuple)
         alloc = self.allocations.get(five_tuple)
         if alloc is not None:
             self._remove(alloc, effects, "allocations_closed", now)
         return effects
+
+    def holds_connection(self, five_tuple: FiveTuple) -> bool:
+        """Whether ``five_tuple`` holds an allocation or is a bound RFC 6062 data
+        connection (the shell keeps such connections over others)."""
+        return five_tuple in self.allocations or five_tuple in self.tcp.by_data
+
+    def relay_entry(self, relay: Address) -> tuple[Allocation, Relay] | None:
+        """The allocation and relay bound on ``relay``."""
+        return self._by_relay.get(relay)
+
+    def peer_allowed(self, peer: Address) -> bool:
+        """Whether the peer policy allows ``peer`` (cached)."""
+        return self._peer_allowed(peer)
+
+    def schedule(self, alloc: Allocation) -> None:
+        """Make sure ``expire`` looks at ``alloc`` by its next deadline."""
+        self._schedule(alloc)
 
     def _push(self, when: float, item: Allocation | Reservation) -> None:
         heap = self._heap
@@ -928,6 +991,8 @@ class TurnServer:
         if not alloc.relays:
             self._remove(alloc, effects, "allocations_expired", now)
             return
+        if alloc.connections:
+            self.tcp.expire(alloc, now, effects)
         alloc.purge(now)
         alloc.wake_at = _INF
         self._schedule(alloc)
@@ -938,6 +1003,8 @@ class TurnServer:
         self.ports.close(relay.address)
 
     def _remove(self, alloc: Allocation, effects: list[Effect], reason: str, now: float) -> None:
+        if alloc.connections:
+            self.tcp.close_all(alloc, effects)
         for relay in list(alloc.relays.values()):
             self._close_relay(alloc, relay, effects)
         del self.allocations[alloc.five_tuple]

@@ -8,6 +8,10 @@ listeners do (docs/architecture.md). So an allocation costs no task, no trio
 registration and no cancellation: a socket, one ``epoll_ctl`` to add it and one to
 remove it. Each datagram from a peer goes to ``Server.receive_from_peer``, which
 returns a plain ``(five_tuple, bytes)``: no effect objects, no awaits per datagram.
+
+The listening sockets of RFC 6062 TCP allocations (:meth:`RelaySockets.bind_tcp`) sit
+in the same epoll set; a peer connecting to one is accepted and handed to
+``tcp_relay.py``, which asks the core whether to keep it.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ if TYPE_CHECKING:
 Address = tuple[str, int]
 BATCH = 64  #: datagrams read from one relay socket before the next ready one
 MAX_EVENTS = 256  #: ready relay sockets taken per wake-up
+LISTEN_BACKLOG = 16  #: pending peer connections per TCP relay, before the core sees them
 _AF_INET = int(socket.AF_INET)
 _AF_INET6 = int(socket.AF_INET6)
 _UDP_NONBLOCK = int(socket.SOCK_DGRAM | socket.SOCK_NONBLOCK)
@@ -40,6 +45,9 @@ class RelaySockets:
         self.sockets: dict[Address, _socket.socket] = {}
         #: fd -> (socket, relay address), for the sockets in ``epoll``.
         self.by_fd: dict[int, tuple[_socket.socket, Address]] = {}
+        #: The listening sockets of TCP relays (RFC 6062), by address and by fd.
+        self.tcp_listeners: dict[Address, socket.socket] = {}
+        self.listeners_by_fd: dict[int, tuple[socket.socket, Address]] = {}
         self.epoll = select.epoll()
 
     def bind(self, ip: str, port: int) -> bool:
@@ -60,14 +68,41 @@ class RelaySockets:
         self.by_fd[fd] = (sock, (ip, port))
         return True
 
+    def bind_tcp(self, ip: str, port: int) -> bool:
+        """A listening TCP socket on ``(ip, port)``: an RFC 6062 relayed address.
+        SO_REUSEPORT lets the connections made for Connect leave from the same address."""
+        v6 = ":" in ip
+        family = socket.AF_INET6 if v6 else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
+        try:
+            if v6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.bind((ip, port))
+            sock.listen(LISTEN_BACKLOG)
+            fd = sock.fileno()
+            self.epoll.register(fd, select.EPOLLIN)
+        except OSError:
+            sock.close()
+            return False
+        self.tcp_listeners[(ip, port)] = sock
+        self.listeners_by_fd[fd] = (sock, (ip, port))
+        return True
+
     def close(self, relay: Address) -> None:
         sock = self.sockets.pop(relay, None)
         if sock is not None:
             self.by_fd.pop(sock.fileno(), None)
             sock.close()  # closing the only descriptor also takes it out of the epoll set
+            return
+        listener = self.tcp_listeners.pop(relay, None)
+        if listener is not None:
+            self.listeners_by_fd.pop(listener.fileno(), None)
+            listener.close()
 
     def close_all(self) -> None:
-        for relay in list(self.sockets):
+        for relay in [*self.sockets, *self.tcp_listeners]:
             self.close(relay)
         self.epoll.close()
 
@@ -79,6 +114,7 @@ async def read_relays(shell: Shell) -> None:
     epoll_fd = relays.epoll.fileno()
     poll = relays.epoll.poll
     by_fd = relays.by_fd
+    listeners = relays.listeners_by_fd
     clock = shell.clock
     wait_readable = trio.lowlevel.wait_readable
     while True:
@@ -88,10 +124,35 @@ async def read_relays(shell: Shell) -> None:
         except (OSError, ValueError):  # closed at shutdown
             return
         now = clock()
+        accept_failed = False
         for fd, _ in events:
             entry = by_fd.get(fd)
             if entry is not None:
                 _drain(shell, entry[0], entry[1], now)
+                continue
+            listener = listeners.get(fd)
+            if listener is not None:
+                accept_failed |= _accept(shell, listener[0], listener[1], now)
+        if accept_failed:
+            # EMFILE and friends leave the listener readable: back off briefly rather
+            # than spin on it (as the client listeners do).
+            await trio.sleep(0.05)
+
+
+def _accept(shell: Shell, sock: socket.socket, relay: Address, now: float) -> bool:
+    """Peers connecting to a TCP relay: each goes to the core through ``tcp_relay``.
+    True if accepting failed (the caller backs off)."""
+    for _ in range(BATCH):
+        try:
+            conn, peer = sock.accept()
+        except BlockingIOError:
+            return False
+        except OSError:  # EMFILE and friends: the core never sees this peer
+            shell.counters["relay_accept_errors"] += 1
+            return True
+        conn.setblocking(False)
+        shell.tcp_relay.accepted(conn, relay, (peer[0], peer[1]), now)
+    return False
 
 
 def _drain(shell: Shell, sock: _socket.socket, relay: Address, now: float) -> None:

@@ -31,6 +31,7 @@ from ..core.turn import TurnServer, TurnSettings
 from ..metrics import Collector, Metrics
 from ..stun.attributes import SecurityFeature
 from .admin import AdminRoutes, serve_admin
+from .dtls import DtlsEndpoint, make_dtls_context
 from .relay import RelaySockets, read_relays
 from .sdnotify import notify
 from .shell import Shell
@@ -53,6 +54,9 @@ class ServerInfo:
     udp: list[Address] = field(default_factory=list)
     tcp: list[Address] = field(default_factory=list)
     tls: list[Address] = field(default_factory=list)
+    dtls: list[Address] = field(default_factory=list)
+    #: The DTLS endpoints with their sessions (natsrv.net.dtls.DtlsEndpoint).
+    dtls_endpoints: list[DtlsEndpoint] = field(default_factory=list)
     relay: list[Address] = field(default_factory=list)
     admin: list[Address] = field(default_factory=list)
     metrics: Metrics = field(default_factory=Metrics)
@@ -201,6 +205,12 @@ def turn_settings(config: Config) -> TurnSettings:
         unauth_global_rate=config.unauth_global_rate,
         default_family=config.default_family,
         alternate_servers=config.alternate_server,
+        tcp_relay=config.tcp_relay,
+        tcp_connect_timeout=config.tcp_relay_connect_timeout,
+        tcp_bind_timeout=config.tcp_relay_bind_timeout,
+        tcp_max_pending=config.tcp_relay_max_pending,
+        tcp_max_per_allocation=config.tcp_relay_max_per_allocation,
+        tcp_max_connections=config.tcp_relay_max_connections,
     )
 
 
@@ -250,6 +260,7 @@ RESTART_KEYS = (
     "listen", "alt_ip", "alt_port", "udp", "tcp", "tls_port", "metrics_listen",
     "relay_ip", "relay_ports", "external_ip", "mapped_address", "software",
     "password_algorithms", "max_message_size", "tcp_max_connections", "tcp_max_per_source",
+    "dtls", "dtls_max_sessions",
 )  # fmt: skip
 
 
@@ -313,6 +324,7 @@ async def serve(
     tls = TlsContext(ssl_context)
     stream_listeners: list[tuple[trio.SocketListener, ssl.SSLContext | None]] = []
     admin_listeners: list[trio.SocketListener] = []
+    dtls_socks: list[socket.socket] = []
     try:
         tcp_by_address = {local_address(sock): sock for sock in stream_socks}
         for endpoints, binding in groups:
@@ -329,6 +341,10 @@ async def serve(
                     addr = local_address(listener.socket)
                     info.tls.append(addr)
                     bindings.setdefault(addr, binding)
+                    if config.dtls:
+                        # RFC 7350: DTLS on the same port number, over UDP.
+                        dtls_socks.append(bind_udp(*addr))
+                        info.dtls.append(addr)
         turn = (
             make_turn(config, relays, metrics.counters, list(bindings))
             if config.turn_enabled else None
@@ -349,6 +365,9 @@ async def serve(
                 restart = ["users/auth-secret"] if new.turn_enabled != old.turn_enabled else []
             if context is not None and tls.current is not None:
                 tls.current = context
+                for dtls_endpoint in shell.dtls_endpoints:
+                    assert new.tls_cert is not None and new.tls_key is not None
+                    dtls_endpoint.context = make_dtls_context(new.tls_cert, new.tls_key)
             logging.getLogger().setLevel(new.log_level.upper())
             keys = [k for k in RESTART_KEYS if getattr(new, k) != getattr(old, k)]
             keys += [k.replace("relay_ips", "relay_ip") for k in restart if k not in keys]
@@ -362,7 +381,20 @@ async def serve(
             ip, port = config.metrics_listen
             admin_listeners = await trio.open_tcp_listeners(port, host=ip)
             info.admin = [local_address(lst.socket) for lst in admin_listeners]
+        for sock in dtls_socks:
+            assert config.tls_cert is not None and config.tls_key is not None
+            shell.dtls_endpoints.append(DtlsEndpoint(
+                sock, shell, make_dtls_context(config.tls_cert, config.tls_key),
+                max_sessions=config.dtls_max_sessions,
+                handshake_timeout=config.tls_handshake_timeout,
+                idle_timeout=config.tcp_idle_timeout,
+            ))  # fmt: skip
+        info.dtls_endpoints = shell.dtls_endpoints
         async with trio.open_nursery() as nursery:
+            shell.tcp_relay.nursery = nursery  # RFC 6062 connect attempts run here
+            for dtls_endpoint in shell.dtls_endpoints:
+                nursery.start_soon(dtls_endpoint.serve)
+                log.info("listening on dtls %s:%d", *dtls_endpoint.local)
             for s in udp_socks:
                 shell.senders[local_address(s)] = s
                 nursery.start_soon(serve_udp, s, shell)
@@ -403,6 +435,8 @@ async def serve(
             s.close()
         for listener, _ in stream_listeners:
             listener.socket.close()
+        for sock in dtls_socks:
+            sock.close()
         for sock in stream_socks:
             sock.close()
 

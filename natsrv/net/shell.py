@@ -22,12 +22,15 @@ from ..core.effects import Address, Effect, Event, FiveTuple, SendToClient
 from ..core.server import Server
 from ..logs import log_event
 from ..metrics import Metrics
+from .tcp_relay import TcpRelayShell
 
 if TYPE_CHECKING:
+    from .dtls import DtlsEndpoint
     from .relay import RelaySockets
     from .tcp import StreamConnection
 
 _UDP = "udp"
+_DTLS = "dtls"
 
 
 class Shell:
@@ -53,6 +56,11 @@ class Shell:
         self.clock = clock
         self.senders: dict[Address, socket.socket] = {}
         self.connections: dict[FiveTuple, StreamConnection] = {}
+        #: RFC 6062 peer connections (net/tcp_relay.py).
+        self.tcp_relay = TcpRelayShell(self)
+        #: DTLS (net/dtls.py): the endpoints, and the one holding each session.
+        self.dtls_endpoints: list[DtlsEndpoint] = []
+        self.dtls_sessions: dict[FiveTuple, DtlsEndpoint] = {}
 
     def apply(self, effects: Iterable[Effect]) -> None:
         for effect in effects:
@@ -60,17 +68,24 @@ class Shell:
                 self.send_to_client(effect.five_tuple, effect.data)
             elif type(effect) is Event:
                 log_event(effect.name, effect.fields)
-            else:  # SendToPeer, a plain (route, data) tuple
+            elif isinstance(effect, tuple):  # SendToPeer, a plain (route, data) tuple
                 route, data = effect
                 sock = self.relays.sockets.get(route.relay)
                 if sock is not None:
                     self.sendto(sock, data, route.peer)
+            else:  # RFC 6062: ConnectToPeer, SpliceTcp, CloseTcp
+                self.tcp_relay.apply(effect)
 
     def send_to_client(self, five_tuple: FiveTuple, data: bytes) -> None:
-        if five_tuple[0] == _UDP:
+        transport = five_tuple[0]
+        if transport == _UDP:
             sock = self.senders.get(five_tuple[2])
             if sock is not None:
                 self.sendto(sock, data, five_tuple[1])
+        elif transport == _DTLS:
+            endpoint = self.dtls_sessions.get(five_tuple)
+            if endpoint is not None:
+                endpoint.send(five_tuple, data)
         else:
             conn = self.connections.get(five_tuple)
             if conn is not None and not conn.send_nowait(data):

@@ -12,6 +12,7 @@ when full the oldest connection that holds no allocation makes room.
 from __future__ import annotations
 
 import logging
+import math
 import socket
 from collections import OrderedDict
 from collections.abc import Callable, MutableMapping
@@ -56,6 +57,10 @@ class StreamConnection:
         self.five_tuple: FiveTuple = ("tls" if tls else "tcp", peer, local)
         self._send, self._receive = trio.open_memory_channel[bytes](SEND_QUEUE)
         self.closed = False
+        #: RFC 6062: set when a ConnectionBind made this a data connection (the peer
+        #: connection's CONNECTION-ID); ``sent`` is set once the send queue is done.
+        self.splice_cid: int | None = None
+        self.sent = trio.Event()
 
     def send_nowait(self, data: bytes) -> bool:
         try:
@@ -70,6 +75,8 @@ class StreamConnection:
                 await self.stream.send_all(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             self.closed = True
+        finally:
+            self.sent.set()
 
 
 def _addr(name: Any) -> Address:
@@ -252,6 +259,19 @@ async def _serve_connection(
                     now = clock()
                     for frame in frames:
                         apply(receive(frame, five_tuple, now))
+                        if conn.splice_cid is not None:
+                            break
+                    if conn.splice_cid is not None:
+                        break
+            cid = conn.splice_cid
+            if cid is not None:
+                # RFC 6062 §5.4: after the ConnectionBind answer the connection carries
+                # the client's raw stream; no idle deadline while the allocation lives.
+                idle.deadline = math.inf
+                conn._send.close()
+                await conn.sent.wait()
+                if not conn.closed:
+                    await shell.tcp_relay.splice(conn, cid, framer.take_rest())
         # Let what is queued go out (bounded), then stop.
         conn._send.close()
         nursery.cancel_scope.deadline = trio.current_time() + 2.0

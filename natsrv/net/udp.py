@@ -16,7 +16,7 @@ from collections.abc import MutableMapping
 
 import trio
 
-from ..core.effects import Event, SendToClient
+from ..core.effects import SendToClient
 from .shell import Shell
 
 log = logging.getLogger("natsrv.udp")
@@ -96,7 +96,7 @@ async def serve_udp(sock: socket.socket, shell: Shell) -> None:
                     else:
                         apply((effect,))
                     continue
-                if type(effect) is Event:
+                if not isinstance(effect, tuple):  # Event (no RFC 6062 effect on UDP)
                     apply((effect,))
                     continue
                 route, payload = effect  # SendToPeer: a plain (route, data) tuple

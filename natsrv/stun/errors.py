@@ -75,6 +75,18 @@ class PeerAddressFamilyMismatch(RequestError):
     code = 443
 
 
+class ConnectionAlreadyExists(RequestError):
+    """RFC 6062 §5.2: a Connect to a peer the allocation already connects to."""
+
+    code = 446
+
+
+class ConnectionTimeoutOrFailure(RequestError):
+    """RFC 6062 §5.2: the connection to the peer failed or timed out."""
+
+    code = 447
+
+
 class AllocationQuotaReached(RequestError):
     code = 486
 

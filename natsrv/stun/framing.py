@@ -67,6 +67,13 @@ class StreamFramer:
     def pending(self) -> int:
         return len(self._buffer)
 
+    def take_rest(self) -> bytes:
+        """The bytes after the last complete frame, removed: on an RFC 6062 data
+        connection what follows the ConnectionBind is the client's raw stream."""
+        rest = bytes(self._buffer)
+        self._buffer.clear()
+        return rest
+
     def feed(self, data: bytes | bytearray) -> list[bytes]:
         buffer = self._buffer
         buffer += data

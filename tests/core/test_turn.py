@@ -169,8 +169,11 @@ def test_unknown_comprehension_required_attribute_gets_420() -> None:
 def test_unsupported_methods_and_other_classes() -> None:
     server, _ = make_server()
     client = Client(server)
-    answer, _ = client.request(Method.CONNECT, [(Attr.XOR_PEER_ADDRESS, PEER)])
+    answer, _ = client.request(0x00D, [(Attr.XOR_PEER_ADDRESS, PEER)])
     assert error_code(answer) == 400
+    # RFC 6062 Connect is served (tests/core/test_tcp_relay.py): without an allocation, 437.
+    answer, _ = client.request(Method.CONNECT, [(Attr.XOR_PEER_ADDRESS, PEER)])
+    assert error_code(answer) == 437
     # Responses, unknown indications and RFC 3489 messages get nothing.
     assert server.handle(wire(Message(Method.ALLOCATE, MessageClass.SUCCESS)), FT, NOW) == []
     assert server.handle(wire(Message(Method.DATA, MessageClass.INDICATION)), FT, NOW) == []

@@ -53,12 +53,20 @@ class FakeOpener:
         self.taken: set[Address] = set(taken)
         self.closed: list[Address] = []
         self.attempts = 0
+        self.tcp: set[Address] = set()
 
     def bind(self, ip: str, port: int) -> bool:
         self.attempts += 1
         if (ip, port) in self.bound or (ip, port) in self.taken:
             return False
         self.bound.add((ip, port))
+        return True
+
+    def bind_tcp(self, ip: str, port: int) -> bool:
+        """RFC 6062 relays: the same port bookkeeping (``tcp`` records them)."""
+        if not self.bind(ip, port):
+            return False
+        self.tcp.add((ip, port))
         return True
 
     def close(self, relay: Address) -> None:

@@ -43,6 +43,9 @@ class FakeOpener:
         self.bound.add((ip, port))
         return True
 
+    def bind_tcp(self, ip: str, port: int) -> bool:
+        return self.bind(ip, port)  # RFC 6062 relays hold a port the same way
+
     def close(self, relay: tuple[str, int]) -> None:
         self.bound.remove(relay)
 

@@ -9,7 +9,8 @@ against both. The clients:
 2. Two aioice agents, both restricted to relay candidates, complete ICE through the
    server and exchange datagrams.
 3. coturn's ``turnutils_uclient``: client-to-client load over UDP and TCP, with
-   ChannelData and with Send/Data indications; nothing may be lost.
+   ChannelData and with Send/Data indications; and RFC 6062 TCP relays (``-T``) with
+   TCP and TLS control connections; nothing may be lost.
 4. Chromium (headless, through Playwright): two RTCPeerConnections with
    ``iceTransportPolicy: "relay"`` open a data channel and echo 100 messages over
    ``turn:...?transport=udp``, ``turn:...?transport=tcp`` and ``turns:...``;
@@ -502,41 +503,53 @@ _UCLIENT_LOST = re.compile(
 )
 
 
-def test_turnutils_uclient_load_loses_nothing(turn_server: TurnServer) -> None:
+def _run_uclients(
+    turn_server: TurnServer, runs: dict[str, list[str]]
+) -> dict[str, tuple[int | None, str]]:
+    """Run turnutils_uclient once per entry of ``runs`` (its own flags; -S runs go to
+    the TLS port), client to client, all at once; each run's exit status (None: still
+    running at the deadline, then killed) and output."""
     tool = require_tool("turnutils_uclient")
-    common = [
-        "-u", str(turn_server.username), "-w", str(turn_server.password),
-        "-p", str(turn_server.port), "-L", HOST, "-e", HOST,
-        "-y",  # client to client: every message crosses two allocations
-        "-c",  # no RTCP companion allocations
-        "-n", str(UCLIENT_MESSAGES), "-m", str(UCLIENT_CLIENTS),
-        "-l", "200",  # bytes per message
-        "-z", "5",  # ms between a client's messages
-    ]
+
+    def argv(flags: list[str]) -> list[str]:
+        port = turn_server.tls_port if "-S" in flags else turn_server.port
+        return [
+            tool, *flags,
+            "-u", str(turn_server.username), "-w", str(turn_server.password),
+            "-p", str(port), "-L", HOST, "-e", HOST,
+            "-y",  # client to client: every message crosses two allocations
+            "-c",  # no RTCP companion allocations
+            "-n", str(UCLIENT_MESSAGES), "-m", str(UCLIENT_CLIENTS),
+            "-l", "200",  # bytes per message
+            "-z", "5",  # ms between a client's messages
+            turn_server.host,
+        ]  # fmt: skip
+
     # uclient's log goes to stdout, block-buffered into a pipe: line-buffer it, so
     # that a run killed at the deadline still shows how far it got.
     stdbuf = shutil.which("stdbuf")
     prefix = [stdbuf, "-oL"] if stdbuf else []
-    # The four runs go concurrently: each one idles for seconds before it sends.
+    # The runs go concurrently: each one idles for seconds before it sends.
     processes = {
         name: subprocess.Popen(
-            [*prefix, tool, *flags, *common, turn_server.host],
+            [*prefix, *argv(flags)],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )
-        for name, flags in UCLIENT_RUNS.items()
+        for name, flags in runs.items()
     }
-    outputs: dict[str, str] = {}
-    timed_out: set[str] = set()
+    results: dict[str, tuple[int | None, str]] = {}
     deadline = time.monotonic() + UCLIENT_TIMEOUT
     try:
         for name, process in processes.items():
+            status: int | None
             try:
                 out, _ = process.communicate(timeout=max(0.1, deadline - time.monotonic()))
+                status = process.returncode
             except subprocess.TimeoutExpired:
-                timed_out.add(name)
+                status = None
                 process.kill()  # by PID: only the clients this test started
                 out, _ = process.communicate()
-            outputs[name] = out.decode(errors="replace")
+            results[name] = (status, out.decode(errors="replace"))
     finally:
         for process in processes.values():
             if process.poll() is None:
@@ -544,18 +557,50 @@ def test_turnutils_uclient_load_loses_nothing(turn_server: TurnServer) -> None:
             process.wait()
             if process.stdout is not None:
                 process.stdout.close()
+    return results
 
+
+def _assert_nothing_lost(turn_server: TurnServer, runs: dict[str, list[str]]) -> None:
     expected = UCLIENT_MESSAGES * UCLIENT_CLIENTS
-    for name, out in outputs.items():
+    for name, (status, out) in _run_uclients(turn_server, runs).items():
         context = _context(turn_server, run=name, output=out[-3000:])
-        assert name not in timed_out, f"still running after {UCLIENT_TIMEOUT} s\n{context}"
-        assert processes[name].returncode == 0, context
+        assert status is not None, f"still running after {UCLIENT_TIMEOUT} s\n{context}"
+        assert status == 0, context
         totals = _UCLIENT_TOTALS.findall(out)
         assert totals == [(str(expected), str(expected))], context
         lost = _UCLIENT_LOST.findall(out)
         assert len(lost) == 1, context
         lost_packets, _, dropped, _ = lost[0]
         assert (int(lost_packets), int(dropped)) == (0, 0), context
+
+
+def test_turnutils_uclient_load_loses_nothing(turn_server: TurnServer) -> None:
+    _assert_nothing_lost(turn_server, UCLIENT_RUNS)
+
+
+#: RFC 6062 runs of turnutils_uclient: -T relays over TCP allocations, client to client
+#: (each client Connects to its partner's relayed address, which gets a
+#: ConnectionAttempt; both bind data connections); the control connection over TCP, or
+#: over TLS with -S.
+UCLIENT_TCP_RUNS = {"tcp-relay": ["-T"], "tcp-relay-tls": ["-T", "-S"]}
+
+
+def test_turnutils_uclient_tcp_relay_loses_nothing(turn_server: TurnServer) -> None:
+    _assert_nothing_lost(turn_server, UCLIENT_TCP_RUNS)
+
+
+#: DTLS (RFC 7350) runs of turnutils_uclient: -S without -t is DTLS over UDP, to the TLS
+#: port; ChannelData, and Send/Data indications. uclient offers DTLS 1.0 or 1.2 at
+#: random and tries again after natsrv's "protocol version" alert (DTLS 1.2 only).
+UCLIENT_DTLS_RUNS = {"dtls-channel": ["-S"], "dtls-send": ["-S", "-s"]}
+
+
+def test_turnutils_uclient_over_dtls_loses_nothing(
+    tmp_path_factory: pytest.TempPathFactory, tls_files: TlsFiles
+) -> None:
+    # natsrv only: the reference coturn of these tests runs with --no-dtls.
+    with running_server("natsrv", tmp_path_factory.mktemp("natsrv-dtls"), tls=tls_files) as server:
+        _assert_nothing_lost(server, UCLIENT_DTLS_RUNS)
 
 
 # ---------------------------------------------------------------------------------------
