@@ -132,9 +132,10 @@ COUNTERS = (
 class TurnSettings:
     """The TURN part of the configuration, in the core's terms.
 
-    ``relay_ips`` holds at most one address per family; ``external_ip`` is
-    ``(public, private)``: relays bound on ``private`` (or, with ``private`` None, on
-    any address of ``public``'s family) are advertised as ``public``. Times are
+    ``relay_ips`` holds at most one address per family; ``external_ips`` holds
+    ``(public, private)`` pairs, at most one per family (``external_ip``: one more pair,
+    the older form): relays bound on ``private`` (or, with ``private`` None, on any
+    address of ``public``'s family) are advertised as ``public``. Times are
     seconds, ``bandwidth`` bytes per second per allocation (0: no cap) with bursts of
     ``bandwidth_burst`` bytes (default: max(bandwidth, 65536)); ``unauth_rate`` is
     answers per second per source IP to unauthenticated requests and
@@ -146,6 +147,7 @@ class TurnSettings:
     relay_ips: tuple[str, ...] = ()
     relay_ports: tuple[int, int] = (49152, 65535)
     external_ip: tuple[str, str | None] | None = None
+    external_ips: tuple[tuple[str, str | None], ...] = ()
     software: str | None = "natsrv"
     default_lifetime: float = 600.0
     max_lifetime: float = 3600.0
@@ -253,7 +255,9 @@ class TurnServer:
         self._apply(settings, credentials, policy)
 
     #: Settings bound to sockets and ports: a change needs a restart.
-    RESTART_SETTINGS = ("relay_ips", "relay_ports", "external_ip", "max_bind_attempts")
+    RESTART_SETTINGS = (
+        "relay_ips", "relay_ports", "external_ip", "external_ips", "max_bind_attempts",
+    )  # fmt: skip
 
     def reconfigure(
         self, settings: TurnSettings, *, credentials: CredentialStore, policy: PeerPolicy
@@ -303,12 +307,15 @@ class TurnServer:
         )
 
     def _advertised_ip(self, relay_ip: str) -> str:
-        external = self.settings.external_ip
-        if external is not None:
-            public, private = external
-            if private == relay_ip or (
-                private is None and family_of(public) == family_of(relay_ip)
-            ):
+        s = self.settings
+        mappings: tuple[tuple[str, str | None], ...] = (
+            *s.external_ips, *((s.external_ip,) if s.external_ip else ())
+        )
+        for public, private in mappings:
+            if private == relay_ip:
+                return public
+        for public, private in mappings:
+            if private is None and family_of(public) == family_of(relay_ip):
                 return public
         if relay_ip in _WILDCARDS:
             raise ValueError(f"relay address {relay_ip} needs an external IP to advertise")
@@ -533,6 +540,12 @@ class TurnServer:
         even = msg.get(Attr.EVEN_PORT)  # None, or the R bit
         requested = msg.get(Attr.REQUESTED_ADDRESS_FAMILY)
         additional = msg.get(Attr.ADDITIONAL_ADDRESS_FAMILY)
+        error_attr = Attr.ADDRESS_ERROR_CODE
+        if additional is None:
+            # coturn's clients still use the draft's code: answer them in kind.
+            additional = msg.get(Attr.ADDITIONAL_ADDRESS_FAMILY_DRAFT)
+            if additional is not None:
+                error_attr = Attr.ADDRESS_ERROR_CODE_DRAFT
         reservation = None
         if token is not None:
             if even is not None or requested is not None or additional is not None:
@@ -634,7 +647,7 @@ class TurnServer:
             attrs.append((Attr.RESERVATION_TOKEN, reserved.token))
         attrs.append((Attr.XOR_MAPPED_ADDRESS, five_tuple[1]))
         if address_errors:
-            attrs.extend((Attr.ADDRESS_ERROR_CODE, e) for e in address_errors)
+            attrs.extend((error_attr, e) for e in address_errors)
         return attrs
 
     # Refresh (RFC 8656 §8.2) -------------------------------------------------------------

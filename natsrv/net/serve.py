@@ -173,9 +173,10 @@ def make_ssl_context(config: Config) -> ssl.SSLContext:
 
 
 def turn_settings(config: Config) -> TurnSettings:
-    """The TURN core's settings from the application's ``Config``: ``relay_ip`` if set,
-    else the first specific (non-wildcard) listen address of each family."""
-    candidates = [config.relay_ip] if config.relay_ip else [ip for ip, _ in config.listen]
+    """The TURN core's settings from the application's ``Config``: the ``relay_ip``
+    addresses (one per family) if set, else the first specific (non-wildcard) listen
+    address of each family."""
+    candidates = list(config.relay_ip) or [ip for ip, _ in config.listen]
     chosen: dict[int, str] = {}
     for ip in candidates:
         if ip not in _WILDCARDS:
@@ -184,7 +185,7 @@ def turn_settings(config: Config) -> TurnSettings:
         realm=config.realm,
         relay_ips=tuple(chosen.values()),
         relay_ports=config.relay_ports,
-        external_ip=config.external_ip,
+        external_ips=config.external_ip,
         software=config.software,
         default_lifetime=config.default_lifetime,
         max_lifetime=config.max_lifetime,
@@ -220,8 +221,8 @@ def peer_policy(config: Config, listening: list[Address]) -> PeerPolicy:
     """The peer policy: the operator's ranges, and never the server's own endpoints
     (``listening``, port 0 resolved, and the same ports on the external IP)."""
     own: list[str | Address] = list(dict.fromkeys(listening))
-    if config.external_ip is not None:
-        own += [(config.external_ip[0], port) for port in {port for _, port in listening}]
+    for public, _ in config.external_ip:
+        own += [(public, port) for port in {port for _, port in listening}]
     return PeerPolicy(allow=config.allow_peer, deny=config.deny_peer, own_addresses=own)
 
 
@@ -340,7 +341,8 @@ async def serve(
                 tls.current = context
             logging.getLogger().setLevel(new.log_level.upper())
             keys = [k for k in RESTART_KEYS if getattr(new, k) != getattr(old, k)]
-            keys += [k.replace("relay_ips", "relay_ip") for k in restart if k not in keys]
+            renamed = {"relay_ips": "relay_ip", "external_ips": "external_ip"}
+            keys += [renamed.get(k, k) for k in restart if renamed.get(k, k) not in keys]
             current[0] = info.config = new
             return sorted(set(keys))
 
