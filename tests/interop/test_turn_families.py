@@ -18,12 +18,11 @@ from __future__ import annotations
 
 import re
 import shutil
-import socket
 import subprocess
 import time
 from pathlib import Path
 
-from tests.conftest import require, require_tool
+from tests.conftest import ipv6_loopback, require, require_tool
 from tests.interop.turn_servers import HOST, TurnServer, running_server
 
 #: One uclient run takes about 6 s (it starts each client's traffic after 1-6 s).
@@ -34,14 +33,6 @@ CLIENTS = 2
 _TOTALS = re.compile(r"start_mclient: tot_send_msgs=(\d+), tot_recv_msgs=(\d+)\s*$", re.MULTILINE)
 _LOST = re.compile(r"Total lost packets (\d+) \([\d.]+%\), total send dropped (\d+)")
 
-
-def _ipv6_loopback() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
-            s.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
 
 
 def _run_uclients(server: TurnServer, runs: dict[str, list[str]]) -> dict[str, tuple[int, str]]:
@@ -91,7 +82,7 @@ def _assert_nothing_lost(name: str, status: int, out: str, server: TurnServer) -
 
 
 def test_uclient_ipv6_relay_and_dual_allocation(tmp_path: Path) -> None:
-    require(_ipv6_loopback(), "no IPv6 loopback (::1)")
+    require(ipv6_loopback(), "no IPv6 loopback (::1)")
     extra = ["--relay-ip", "::1", "--allow-peer", "::1/128"]
     with running_server("natsrv", tmp_path / "natsrv", extra_args=extra) as server:
         results = _run_uclients(server, {"ipv6": ["-x"], "dual": ["-Z"]})

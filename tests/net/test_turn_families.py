@@ -14,25 +14,17 @@ import trio
 from natsrv.config import ConfigError, build_config
 from natsrv.stun import Attr, Message, MessageClass, Method, decode_untrusted
 from natsrv.stun.attributes import AddressErrorCode
-from tests.conftest import PRIMARY_IP, require, start_server
+from tests.conftest import PRIMARY_IP, ipv6_loopback, require, start_server
 from tests.net.test_turn_server import TurnClient, code_of, turn_config
 
 IPV4, IPV6 = 0x01, 0x02
 LOOPBACKS = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
 
 
-def _ipv6_loopback() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
-            s.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
-
 
 @pytest.fixture(autouse=True)
 def _needs_ipv6() -> None:
-    require(_ipv6_loopback(), "no IPv6 loopback (::1)")
+    require(ipv6_loopback(), "no IPv6 loopback (::1)")
 
 
 async def _socket(family: int, ip: str) -> trio.socket.SocketType:
