@@ -593,6 +593,11 @@ class Config:
         "relay family when a client sends no REQUESTED-ADDRESS-FAMILY (browsers never do): "
         "`ipv4` (RFC 8656 §7.2) or `listener` (that of the listening socket)",
         section="turn", metavar="ipv4|listener", check=_one_of(DEFAULT_FAMILIES))
+    redirect_all: bool = setting(
+        False, "redirect-all", _bool,
+        "maintenance: every new allocation gets 300 Try Alternate to `alternate-server` "
+        "(508 without one); live allocations run on; SIGHUP turns it on and off",
+        section="turn", metavar=None)
     extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:

@@ -26,7 +26,10 @@ Error-code decisions beyond the RFC's letter:
 
 * Too many permissions or channels on one allocation -> 508 (§10.2 and §12.2: "unable
   to fulfill the request due to some capacity limit"), not 400: the request is valid.
-* Too many allocations for one username -> 486; for the whole server -> 508.
+* Too many allocations for one username -> 486; for the whole server -> 508, or 300 Try
+  Alternate when an alternate server of the client's family is configured (RFC 8489
+  §10), as while draining or with ``redirect_all``. A user's quota is not redirected:
+  it bounds one user, not the server.
 * A REQUESTED-ADDRESS-FAMILY value that is neither IPv4 nor IPv6 -> 440.
 * A peer the policy refuses -> 403, also when only one of several XOR-PEER-ADDRESS in a
   CreatePermission is refused (nothing is installed then).
@@ -168,9 +171,13 @@ class TurnSettings:
     #: the Allocate arrived on, when the request names no family.
     default_family: str = "ipv4"
     max_bind_attempts: int = 64
-    #: Where 300 Try Alternate sends new allocations while draining (RFC 8489 §10),
-    #: at most one per family; none: draining answers 508.
+    #: Where 300 Try Alternate sends new allocations (RFC 8489 §10) while draining, at
+    #: ``max_allocations`` or with ``redirect_all``: at most one per family, the one of
+    #: the client's family; none (or only this server itself): 508.
     alternate_servers: tuple[Address, ...] = ()
+    #: Send every new allocation to the alternate server (maintenance); existing
+    #: allocations live on.
+    redirect_all: bool = False
 
     def __post_init__(self) -> None:
         if self.default_family not in ("ipv4", "listener"):
@@ -443,12 +450,26 @@ class TurnServer:
         return True
 
     def _alternate_for(self, five_tuple: FiveTuple) -> Address | None:
-        """The configured alternate server of the client's family, if any."""
-        family = family_of(five_tuple[2][0])
+        """The configured alternate server of the client's family, if any, unless it
+        is this server itself (RFC 8489 §10 leaves loops to clients; a server listed as
+        its own alternate, on the address the request came to or on one it advertises,
+        must not send the client round in a circle)."""
+        local_ip, local_port = five_tuple[2]
+        family = family_of(local_ip)
+        own = {local_ip, *self._relay_ips.values(), *self._public_ips.values()}
         for address in self.settings.alternate_servers:
             if family_of(address[0]) == family:
+                if address[1] == local_port and address[0] in own:
+                    return None
                 return address
         return None
+
+    def _redirect(self, five_tuple: FiveTuple) -> None:
+        """Raise 300 Try Alternate to the alternate of the client's family, if any."""
+        alternate = self._alternate_for(five_tuple)
+        if alternate is not None:
+            self.counters["redirects"] = self.counters.get("redirects", 0) + 1
+            raise TryAlternate(alternate=alternate)
 
     @staticmethod
     def _error_attributes(exc: RequestError) -> list[tuple[int, Any]]:
@@ -524,12 +545,11 @@ class TurnServer:
         s = self.settings
         if alloc is not None:
             raise AllocationMismatch()
-        if self.draining:
+        if self.draining or s.redirect_all:
             # RFC 8489 §10: send the client elsewhere when we know where; else 508.
-            alternate = self._alternate_for(five_tuple)
-            if alternate is not None:
-                raise TryAlternate(alternate=alternate)
-            raise InsufficientCapacity("Server is draining")
+            self._redirect(five_tuple)
+            raise InsufficientCapacity("Server is draining" if self.draining else
+                                       "Server is under maintenance")  # fmt: skip
         transport = msg.get(Attr.REQUESTED_TRANSPORT)
         if transport is None:
             raise BadRequest("REQUESTED-TRANSPORT is missing")
@@ -577,6 +597,7 @@ class TurnServer:
         # user's and of the server's until it is claimed or expires.
         needed = 2 if even else 1
         if len(self.allocations) + len(self.ports.reservations) + needed > s.max_allocations:
+            self._redirect(five_tuple)
             raise InsufficientCapacity()
         if self._per_user.get(creds.username, 0) + needed > s.user_quota:
             raise AllocationQuotaReached()

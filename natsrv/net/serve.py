@@ -200,6 +200,7 @@ def turn_settings(config: Config) -> TurnSettings:
         unauth_global_rate=config.unauth_global_rate,
         default_family=config.default_family,
         alternate_servers=config.alternate_server,
+        redirect_all=config.redirect_all,
     )
 
 
