@@ -598,6 +598,13 @@ class Config:
         "maintenance: every new allocation gets 300 Try Alternate to `alternate-server` "
         "(508 without one); live allocations run on; SIGHUP turns it on and off",
         section="turn", metavar=None)
+    userhash: bool = setting(
+        False, "userhash", _bool,
+        "advertise username anonymity (RFC 8489 USERHASH: clients send SHA-256 of "
+        "`name:realm` instead of the name); needs `users` or `user-db`, whose users may "
+        "send USERHASH either way; makes every 401 12 bytes longer unless "
+        "`password-algorithms` already does",
+        section="turn", metavar=None)
     extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -658,6 +665,9 @@ class Config:
             raise ConfigError(
                 "relay-ip", "TURN needs --relay-ip (or a specific --listen address)"
             )
+        if self.userhash and not (self.users or self.user_db):
+            raise ConfigError("userhash", "needs users or user-db (REST usernames cannot "
+                                          "be hashed in advance)")  # fmt: skip
         external_families = {_family(public) for public, _ in self.external_ip}
         for ip in self.relay_ip:
             if ip in ("0.0.0.0", "::") and _family(ip) not in external_families:

@@ -23,7 +23,13 @@ import trio
 from ..config import Config
 from ..core.allocation import family_of
 from ..core.binding import BindingConfig, BindingService
-from ..core.credentials import ChainedStore, CredentialStore, RestSecret, StaticUsers
+from ..core.credentials import (
+    ChainedStore,
+    CredentialStore,
+    RestSecret,
+    StaticUsers,
+    UserhashStore,
+)
 from ..core.nonce import NonceFactory
 from ..core.policy import PeerPolicy
 from ..core.server import Server
@@ -234,13 +240,23 @@ def make_turn(
     listening: list[Address],
 ) -> TurnServer:
     """The TURN core with its credential sources, nonces and peer policy."""
-    # PASSWORD-ALGORITHMS (RFC 8489 §9.2.4) only when asked for: the nonce cookie and
-    # the attribute make every 401 longer, and browsers use MD5 keys anyway.
-    features = SecurityFeature.PASSWORD_ALGORITHMS if config.password_algorithms else None
+    # PASSWORD-ALGORITHMS (RFC 8489 §9.2.4) and username anonymity (§14.4) only when
+    # asked for: the nonce cookie and the attribute make every 401 longer, and browsers
+    # use neither anyway.
+    store = credential_store(config)
+    features = 0
+    if config.password_algorithms:
+        features |= SecurityFeature.PASSWORD_ALGORITHMS
+    if config.userhash:
+        if isinstance(store, UserhashStore) and store.resolves_userhash:
+            features |= SecurityFeature.USERNAME_ANONYMITY
+        else:
+            log.warning("userhash: the user database has no userhash column yet (any "
+                        "`natsrv user` command adds it): not advertised")  # fmt: skip
     nonces = NonceFactory(secrets.token_bytes(32), config.nonce_lifetime,
-                          security_features=features)  # fmt: skip
-    return TurnServer(turn_settings(config), credentials=credential_store(config),
-                      nonces=nonces, policy=peer_policy(config, listening), opener=relays,
+                          security_features=features or None)  # fmt: skip
+    return TurnServer(turn_settings(config), credentials=store, nonces=nonces,
+                      policy=peer_policy(config, listening), opener=relays,
                       counters=counters)  # fmt: skip
 
 
@@ -248,7 +264,8 @@ def make_turn(
 RESTART_KEYS = (
     "listen", "alt_ip", "alt_port", "udp", "tcp", "tls_port", "metrics_listen",
     "relay_ip", "relay_ports", "external_ip", "mapped_address", "software",
-    "password_algorithms", "max_message_size", "tcp_max_connections", "tcp_max_per_source",
+    "password_algorithms", "userhash", "max_message_size", "tcp_max_connections",
+    "tcp_max_per_source",
 )  # fmt: skip
 
 
