@@ -221,6 +221,15 @@ def _family(ip: str) -> int:
     return 6 if ":" in ip else 4
 
 
+def _proxy_listeners(key: str, value: Any) -> tuple[str, ...]:
+    """``tcp``, ``tls`` or an endpoint (kept as ``IP:PORT``, ``[IPv6]:PORT``)."""
+    out = []
+    for entry in _list(value):
+        text = parse_text(key, entry).strip().lower()
+        out.append(text if text in ("tcp", "tls") else _show_address(parse_endpoint(key, text)))
+    return tuple(out)
+
+
 def _bool(key: str, value: Any) -> bool:
     if isinstance(value, bool):
         return value
@@ -605,6 +614,16 @@ class Config:
         "send USERHASH either way; makes every 401 12 bytes longer unless "
         "`password-algorithms` already does",
         section="turn", metavar=None)
+    proxy_protocol: bool = setting(
+        False, "proxy-protocol", _bool,
+        "stream listeners named by `proxy-protocol-listeners` require a HAProxy PROXY "
+        "protocol v1/v2 header first (before TLS) and take the client's address from it; "
+        "only for listeners that nothing but the proxy can reach",
+        metavar=None)
+    proxy_protocol_listeners: tuple[str, ...] = setting(
+        ("tcp", "tls"), "proxy-protocol-listeners", _proxy_listeners,
+        "with `proxy-protocol`: which stream listeners: `tcp`, `tls`, or one `IP:PORT`",
+        metavar="tcp|tls|IP:PORT", repeatable=True, show=list)
     extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:

@@ -260,12 +260,22 @@ def make_turn(
                       counters=counters)  # fmt: skip
 
 
+def uses_proxy_protocol(config: Config, kind: str, address: Address) -> bool:
+    """Whether the ``kind`` ("tcp" or "tls") listener bound on ``address`` requires a
+    PROXY protocol header (never unless ``proxy-protocol`` is on)."""
+    if not config.proxy_protocol:
+        return False
+    ip, port = address
+    shown = f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+    return kind in config.proxy_protocol_listeners or shown in config.proxy_protocol_listeners
+
+
 #: Settings that only a restart changes (sockets, listeners, their options).
 RESTART_KEYS = (
     "listen", "alt_ip", "alt_port", "udp", "tcp", "tls_port", "metrics_listen",
     "relay_ip", "relay_ports", "external_ip", "mapped_address", "software",
     "password_algorithms", "userhash", "max_message_size", "tcp_max_connections",
-    "tcp_max_per_source",
+    "tcp_max_per_source", "proxy_protocol", "proxy_protocol_listeners",
 )  # fmt: skip
 
 
@@ -377,13 +387,17 @@ async def serve(
                 nursery.start_soon(serve_udp, s, shell)
                 log.info("listening on udp %s:%d", *local_address(s))
             for listener, ctx in stream_listeners:
-                log.info("listening on %s %s:%d", "tls" if ctx else "tcp",
-                         *local_address(listener.socket))  # fmt: skip
+                kind, addr = "tls" if ctx else "tcp", local_address(listener.socket)
+                log.info("listening on %s %s:%d", kind, *addr)
+                proxied = uses_proxy_protocol(config, kind, addr)
+                if proxied:
+                    log.info("PROXY protocol header required on %s %s:%d", kind, *addr)
                 nursery.start_soon(partial(
                     serve_stream, listener, shell, slots, idle_timeout=config.tcp_idle_timeout,
                     max_frame=config.max_message_size, tls=tls if ctx else None,
                     first_message_timeout=config.tcp_first_message_timeout,
                     handshake_timeout=config.tls_handshake_timeout,
+                    proxy_protocol=proxied,
                 ))  # fmt: skip
             if admin_listeners:
                 routes = AdminRoutes(
