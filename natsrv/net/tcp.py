@@ -212,6 +212,11 @@ async def serve_stream(
                     with trio.fail_after(handshake_timeout):
                         await stream.do_handshake()
                 conn = StreamConnection(stream, peer, local, ssl_context is not None)
+                if conn.five_tuple in shell.connections:
+                    # Only a PROXY header can name a 5-tuple already open: never let a
+                    # second connection take over the first one's allocation.
+                    counters["stream_duplicate_client"] += 1
+                    return
                 slot.five_tuple = conn.five_tuple
                 shell.connection_opened(conn)
                 try:

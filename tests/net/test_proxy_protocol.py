@@ -188,3 +188,20 @@ async def test_an_allocation_over_proxied_tls_belongs_to_the_real_client(
         [session] = info.server.turn.sessions(0.0)
         assert session["client"] == f"{CLIENT4[0]}:{CLIENT4[1]}"
         assert session["transport"] == "tls"
+
+
+async def test_a_header_naming_an_open_connections_client_is_refused(
+    nursery: trio.Nursery, tls_files: tuple[Path, Path]
+) -> None:
+    """Two connections cannot share a 5-tuple: the second is closed, the first (and so
+    whatever allocation it holds) stays."""
+    info = await start_server(nursery, proxied_config(tls_files))
+    header = encode_proxy_header_v1(CLIENT4, SERVER)
+    first, _ = await _open(info, "tcp", header, tls_files[0])
+    assert (await _binding(first)).get(Attr.XOR_MAPPED_ADDRESS) == CLIENT4
+    second, _ = await _open(info, "tcp", header, tls_files[0])
+    assert await _closed_without_answer(second)
+    assert info.metrics.counters["stream_duplicate_client"] == 1
+    assert (await _binding(first)).get(Attr.XOR_MAPPED_ADDRESS) == CLIENT4
+    for s in (first, second):
+        await s.aclose()
