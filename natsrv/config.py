@@ -226,7 +226,13 @@ def _proxy_listeners(key: str, value: Any) -> tuple[str, ...]:
     out = []
     for entry in _list(value):
         text = parse_text(key, entry).strip().lower()
-        out.append(text if text in ("tcp", "tls") else _show_address(parse_endpoint(key, text)))
+        if text in ("tcp", "tls"):
+            out.append(text)
+            continue
+        try:
+            out.append(_show_address(parse_endpoint(key, text)))
+        except ConfigError:
+            raise ConfigError(key, f"expected tcp, tls or IP:PORT, got {entry!r}") from None
     return tuple(out)
 
 

@@ -205,3 +205,24 @@ async def test_a_header_naming_an_open_connections_client_is_refused(
     assert (await _binding(first)).get(Attr.XOR_MAPPED_ADDRESS) == CLIENT4
     for s in (first, second):
         await s.aclose()
+
+
+def test_which_listeners_require_the_header() -> None:
+    from natsrv.config import ConfigError, settings_from_mapping
+    from natsrv.net.serve import uses_proxy_protocol
+
+    values = settings_from_mapping({"proxy-protocol-listeners": ["TLS", "[::1]:443",
+                                                                 "127.0.0.1:3478"]})
+    assert values["proxy_protocol_listeners"] == ("tls", "[::1]:443", "127.0.0.1:3478")
+    with pytest.raises(ConfigError) as exc:
+        settings_from_mapping({"proxy-protocol-listeners": "udp"})
+    assert str(exc.value) == "proxy-protocol-listeners: expected tcp, tls or IP:PORT, got 'udp'"
+    default = stun_config()
+    assert not uses_proxy_protocol(default, "tcp", ("127.0.0.1", 3478))  # never by default
+    on = stun_config(proxy_protocol=True)
+    assert uses_proxy_protocol(on, "tcp", ("127.0.0.1", 3478))
+    assert uses_proxy_protocol(on, "tls", ("127.0.0.1", 5349))
+    one = stun_config(proxy_protocol=True, proxy_protocol_listeners=("[::1]:443",))
+    assert uses_proxy_protocol(one, "tls", ("::1", 443))
+    assert not uses_proxy_protocol(one, "tls", ("127.0.0.1", 443))
+    assert not uses_proxy_protocol(one, "tcp", ("127.0.0.1", 3478))
