@@ -455,7 +455,7 @@ class TurnServer:
         its own alternate, on the address the request came to or on one it advertises,
         must not send the client round in a circle)."""
         local_ip, local_port = five_tuple[2]
-        family = family_of(local_ip)
+        family = family_of(five_tuple[1][0])  # the client's (behind a proxy: its own)
         own = {local_ip, *self._relay_ips.values(), *self._public_ips.values()}
         for address in self.settings.alternate_servers:
             if family_of(address[0]) == family:

@@ -6,7 +6,9 @@ deadline for its TLS handshake and its first message, then an idle deadline that
 complete message pushes back, a maximum frame size (a larger frame closes the
 connection) and a bounded send queue. Connections take slots of a
 :class:`StreamSlots` shared by all listeners: bounded in total and per source IP, and
-when full the oldest connection that holds no allocation makes room.
+when full the oldest connection that holds no allocation makes room. A listener behind
+a load balancer may require a PROXY protocol header first (``natsrv.proxyproto``),
+which then names the connection's client.
 """
 
 from __future__ import annotations
