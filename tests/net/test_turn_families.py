@@ -68,6 +68,11 @@ def test_relay_ip_and_external_ip_once_per_family() -> None:
                                "external_ip": (("203.0.113.3", None), ("2001:db8::9", None)),
                                "users": (("a", "b"),)})  # fmt: skip
     assert config.relay_ip == ("198.51.100.3", "2001:db8::3")
+    from natsrv.net.serve import turn_settings
+
+    settings = turn_settings(config)
+    assert settings.relay_ips == ("198.51.100.3", "2001:db8::3")
+    assert settings.external_ips == (("203.0.113.3", None), ("2001:db8::9", None))
     from natsrv.config import settings_from_mapping
 
     with pytest.raises(ConfigError) as exc:
