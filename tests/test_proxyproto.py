@@ -4,6 +4,8 @@ what it refuses, and that it never asks for a byte past the header."""
 from __future__ import annotations
 
 import struct
+import subprocess
+import sys
 
 import pytest
 from hypothesis import given
@@ -116,3 +118,11 @@ def test_corrupted_headers_parse_or_raise_the_one_error(
         parse_proxy_header_untrusted(corrupted)
     except ProxyProtocolError:
         pass
+
+
+def test_the_parser_is_sans_io() -> None:
+    """Like natsrv.stun and natsrv.core (tests/test_sansio.py): no trio, no socket."""
+    code = ("import sys, natsrv.proxyproto\n"
+            "print(','.join(m for m in ('trio', 'socket', '_socket') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
