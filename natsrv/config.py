@@ -617,7 +617,7 @@ class Config:
         False, "userhash", _bool,
         "advertise username anonymity (RFC 8489 USERHASH: clients send SHA-256 of "
         "`name:realm` instead of the name); needs `users` or `user-db`, whose users may "
-        "send USERHASH either way; makes every 401 12 bytes longer unless "
+        "send USERHASH either way; makes every 401 16 bytes longer unless "
         "`password-algorithms` already does",
         section="turn", metavar=None)
     proxy_protocol: bool = setting(
