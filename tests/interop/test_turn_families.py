@@ -4,8 +4,9 @@
 dual allocation (ADDITIONAL-ADDRESS-FAMILY, in the draft's attribute code 0x8032 that
 coturn still sends). With ``-y`` each client sends to its partner's relayed address, so
 every message crosses two allocations: here the clients talk to natsrv over IPv4
-loopback (HOST) and the relays sit on HOST and ``::1`` (``--relay-ip`` given once per
-family), with both loopback ranges allowed as peers. Nothing may be lost.
+loopback (HOST), by UDP and by TCP (``-t``), and the relays sit on HOST and ``::1``
+(``--relay-ip`` given once per family), with both loopback ranges allowed as peers.
+Nothing may be lost.
 
 A second natsrv with only an IPv4 relay shows the other side: ``-x`` is refused with
 440 (Address Family not Supported). (``-Z`` there gets its IPv4 half with
@@ -85,7 +86,8 @@ def test_uclient_ipv6_relay_and_dual_allocation(tmp_path: Path) -> None:
     require(ipv6_loopback(), "no IPv6 loopback (::1)")
     extra = ["--relay-ip", "::1", "--allow-peer", "::1/128"]
     with running_server("natsrv", tmp_path / "natsrv", extra_args=extra) as server:
-        results = _run_uclients(server, {"ipv6": ["-x"], "dual": ["-Z"]})
+        results = _run_uclients(server, {"ipv6": ["-x"], "dual": ["-Z"],
+                                         "ipv6-tcp": ["-t", "-x"], "dual-tcp": ["-t", "-Z"]})
         for name, (status, out) in results.items():
             _assert_nothing_lost(name, status, out, server)
         log = server.log(200_000)
@@ -94,7 +96,7 @@ def test_uclient_ipv6_relay_and_dual_allocation(tmp_path: Path) -> None:
     relays = re.findall(r'allocation-created .*relays="\[(.*?)\]"', log)
     ipv6_only = [r for r in relays if "127." not in r and "[::1]" in r]
     dual = [r for r in relays if "127." in r and "[::1]" in r]
-    assert len(ipv6_only) >= CLIENTS and len(dual) >= CLIENTS, relays
+    assert len(ipv6_only) >= 2 * CLIENTS and len(dual) >= 2 * CLIENTS, relays
     assert len(ipv6_only) + len(dual) == len(relays), relays
 
 
