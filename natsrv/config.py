@@ -215,7 +215,38 @@ def _relay_ports(key: str, value: Any) -> tuple[int, int]:
 
 def _external_ip(key: str, value: Any) -> tuple[str, str | None]:
     public, _, private = parse_text(key, value).partition("/")
-    return parse_ip(key, public), parse_ip(key, private) if private else None
+    public_ip = parse_ip(key, public)
+    private_ip = parse_ip(key, private) if private else None
+    if private_ip is not None and _family(private_ip) != _family(public_ip):
+        raise ConfigError(key, f"PUBLIC and PRIVATE are of different families: {value!r}")
+    return public_ip, private_ip
+
+
+def _external_ips(key: str, value: Any) -> tuple[tuple[str, str | None], ...]:
+    return tuple(_external_ip(key, e) for e in _list(value))
+
+
+def _relay_ips(key: str, value: Any) -> tuple[str, ...]:
+    return tuple(parse_ip(key, e) for e in _list(value))
+
+
+def _family(ip: str) -> int:
+    return 6 if ":" in ip else 4
+
+
+def _proxy_listeners(key: str, value: Any) -> tuple[str, ...]:
+    """``tcp``, ``tls`` or an endpoint (kept as ``IP:PORT``, ``[IPv6]:PORT``)."""
+    out = []
+    for entry in _list(value):
+        text = parse_text(key, entry).strip().lower()
+        if text in ("tcp", "tls"):
+            out.append(text)
+            continue
+        try:
+            out.append(_show_address(parse_endpoint(key, text)))
+        except ConfigError:
+            raise ConfigError(key, f"expected tcp, tls or IP:PORT, got {entry!r}") from None
+    return tuple(out)
 
 
 def _bool(key: str, value: Any) -> bool:
@@ -246,6 +277,24 @@ def _listen_ports(listen: tuple[Address, ...]) -> str | None:
 def _relay_range(ports: tuple[int, int]) -> str | None:
     low, high = ports
     return None if 1 <= low <= high <= 65535 else "need LOW-HIGH within 1-65535"
+
+
+def _one_per_family(ips: tuple[str, ...]) -> str | None:
+    families = [_family(ip) for ip in ips]
+    return "at most one address per family" if len(set(families)) != len(families) else None
+
+
+def _relay_ips_check(ips: tuple[str, ...]) -> str | None:
+    return _one_per_family(ips)
+
+
+def _external_ips_check(pairs: tuple[tuple[str, str | None], ...]) -> str | None:
+    return _one_per_family(tuple(public for public, _ in pairs))
+
+
+def _alternates_check(alternates: tuple[Address, ...]) -> str | None:
+    return _one_per_family(tuple(ip for ip, _ in alternates)) or next(
+        filter(None, (_port_range(port) for _, port in alternates)), None)
 
 
 def _seconds_at_least(minimum: float) -> Check:
@@ -293,6 +342,14 @@ def _show_relay_ports(ports: tuple[int, int]) -> str:
 def _show_external_ip(value: tuple[str, str | None]) -> str:
     public, private = value
     return f"{public}/{private}" if private else public
+
+
+def _show_external_ips(value: tuple[tuple[str, str | None], ...]) -> list[str]:
+    return [_show_external_ip(pair) for pair in value]
+
+
+def _show_ips(value: tuple[str, ...]) -> list[str]:
+    return list(value)
 
 
 def _show_users(users: tuple[tuple[str, str], ...]) -> list[str]:
@@ -443,19 +500,23 @@ class Config:
     nonce_lifetime: float = setting(
         600.0, "nonce-lifetime", parse_seconds, "a nonce older than this is stale (438)",
         section="turn", metavar="SECONDS", unit="seconds", check=_seconds_at_least(1))
-    relay_ip: str | None = setting(
-        None, "relay-ip", parse_ip,
-        "address relay sockets bind to (needed when listening on a wildcard)",
-        section="turn", metavar="IP", default_text="the listen address",
-        example='"198.51.100.1"')
+    relay_ip: tuple[str, ...] = setting(
+        (), "relay-ip", _relay_ips,
+        "address relay sockets bind to, at most one per family (IPv4 and IPv6 for dual "
+        "allocations); needed when listening on a wildcard",
+        section="turn", metavar="IP", repeatable=True, check=_relay_ips_check,
+        show=_show_ips, default_text="the listen addresses",
+        example='["198.51.100.1", "2001:db8::1"]')
     relay_ports: tuple[int, int] = setting(
         (49152, 65535), "relay-ports", _relay_ports, "relay port range",
         section="turn", metavar="LOW-HIGH", check=_relay_range, show=_show_relay_ports)
-    external_ip: tuple[str, str | None] | None = setting(
-        None, "external-ip", _external_ip,
-        "advertise PUBLIC in XOR-RELAYED-ADDRESS (server behind a 1:1 cloud NAT)",
-        section="turn", metavar="PUBLIC[/PRIVATE]", show=_show_external_ip,
-        example='"203.0.113.10/10.0.0.5"')
+    external_ip: tuple[tuple[str, str | None], ...] = setting(
+        (), "external-ip", _external_ips,
+        "advertise PUBLIC in XOR-RELAYED-ADDRESS (server behind a 1:1 cloud NAT); at "
+        "most one per family",
+        section="turn", metavar="PUBLIC[/PRIVATE]", repeatable=True,
+        check=_external_ips_check, show=_show_external_ips,
+        example='["203.0.113.10/10.0.0.5"]')
     allow_peer: tuple[Any, ...] = setting(
         (), "allow-peer", _networks, "peer ranges admitted despite the default denials",
         section="turn", metavar="CIDR", repeatable=True, show=_show_networks,
@@ -545,8 +606,10 @@ class Config:
         section="turn", metavar="sha1|sha256", check=_one_of(("sha1", "sha256")))
     alternate_server: tuple[Address, ...] = setting(
         (), "alternate-server", _listen,
-        "where 300 Try Alternate sends new allocations while draining (one per family)",
+        "where 300 Try Alternate sends new allocations while draining, at "
+        "`max-allocations` or with `redirect-all` (one per family: the client's)",
         section="turn", metavar="IP[:PORT]", repeatable=True, show=_show_listen,
+        check=_alternates_check,
         example='["198.51.100.9:3478"]')
     password_algorithms: bool = setting(
         False, "password-algorithms", _bool,
@@ -593,7 +656,42 @@ class Config:
         "concurrent DTLS sessions (a session exists only once its client returned a "
         "HelloVerifyRequest cookie); over it new clients are ignored",
         metavar="N", check=_count_at_least(1))
+    redirect_all: bool = setting(
+        False, "redirect-all", _bool,
+        "maintenance: every new allocation gets 300 Try Alternate to `alternate-server` "
+        "(508 without one); live allocations run on; SIGHUP turns it on and off",
+        section="turn", metavar=None)
+    userhash: bool = setting(
+        False, "userhash", _bool,
+        "advertise username anonymity (RFC 8489 USERHASH: clients send SHA-256 of "
+        "`name:realm` instead of the name); needs `users` or `user-db`, whose users may "
+        "send USERHASH either way; makes every 401 16 bytes longer unless "
+        "`password-algorithms` already does",
+        section="turn", metavar=None)
+    proxy_protocol: bool = setting(
+        False, "proxy-protocol", _bool,
+        "stream listeners named by `proxy-protocol-listeners` require a HAProxy PROXY "
+        "protocol v1/v2 header first (before TLS) and take the client's address from it; "
+        "only for listeners that nothing but the proxy can reach",
+        metavar=None)
+    proxy_protocol_listeners: tuple[str, ...] = setting(
+        ("tcp", "tls"), "proxy-protocol-listeners", _proxy_listeners,
+        "with `proxy-protocol`: which stream listeners: `tcp`, `tls`, or one `IP:PORT`",
+        metavar="tcp|tls|IP:PORT", repeatable=True, show=list)
     extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        # Code written before relay-ip and external-ip took one value per family may
+        # still pass one address or one (public, private) pair.
+        if isinstance(self.relay_ip, str):
+            object.__setattr__(self, "relay_ip", (self.relay_ip,))
+        elif self.relay_ip is None:
+            object.__setattr__(self, "relay_ip", ())
+        ext: Any = self.external_ip
+        if ext is None:
+            object.__setattr__(self, "external_ip", ())
+        elif ext and isinstance(ext[0], str):
+            object.__setattr__(self, "external_ip", (tuple(ext),))
 
     @property
     def primary(self) -> Address:
@@ -638,12 +736,19 @@ class Config:
                 raise ConfigError(key, f"no such file: {path}")
         if self.default_lifetime > self.max_lifetime:
             raise ConfigError("default-lifetime", "larger than max-lifetime")
-        if self.turn_enabled and self.relay_ip is None and wildcard:
+        if self.turn_enabled and not self.relay_ip and wildcard:
             raise ConfigError(
                 "relay-ip", "TURN needs --relay-ip (or a specific --listen address)"
             )
-        if self.relay_ip in ("0.0.0.0", "::") and self.external_ip is None:
-            raise ConfigError("relay-ip", "a wildcard relay address needs --external-ip")
+        if self.userhash and not (self.users or self.user_db):
+            raise ConfigError("userhash", "needs users or user-db (REST usernames cannot "
+                                          "be hashed in advance)")  # fmt: skip
+        external_families = {_family(public) for public, _ in self.external_ip}
+        for ip in self.relay_ip:
+            if ip in ("0.0.0.0", "::") and _family(ip) not in external_families:
+                raise ConfigError("relay-ip",
+                                  f"a wildcard relay address ({ip}) needs an --external-ip "
+                                  "of its family")  # fmt: skip
         return self
 
 

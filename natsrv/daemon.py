@@ -62,13 +62,14 @@ def startup_warnings(config: Config) -> list[str]:
         out.append("static --user passwords are visible to other local users (ps, "
                    "/proc); use user-db or auth-secret-file in production")  # fmt: skip
     if config.turn_enabled:
-        relay = config.relay_ip or next(
-            (ip for ip, _ in config.listen if ip not in ("0.0.0.0", "::")), None
-        )
-        wildcard = relay in (None, "0.0.0.0", "::")
-        if relay and not wildcard and config.external_ip is None and not _is_local_address(relay):
-            out.append(f"relay address {relay} is not an address of this host and no "
-                       "external-ip maps it: clients will get a relay they cannot use")
+        relays = list(config.relay_ip) or [
+            next((ip for ip, _ in config.listen if ip not in ("0.0.0.0", "::")), "::")
+        ]
+        for relay in relays:
+            if relay not in ("0.0.0.0", "::") and not config.external_ip \
+                    and not _is_local_address(relay):
+                out.append(f"relay address {relay} is not an address of this host and no "
+                           "external-ip maps it: clients will get a relay they cannot use")
     return out
 
 

@@ -1,7 +1,11 @@
 """The user database: long-term keys in SQLite, never passwords.
 
-One table, ``users(name, realm, md5_key, sha256_key)``: the RFC 8489 §9.2.2 keys
-MD5 and SHA-256 of ``name ":" realm ":" password``. The server reads it through
+One table, ``users(name, realm, md5_key, sha256_key, userhash)``: the RFC 8489 §9.2.2
+keys MD5 and SHA-256 of ``name ":" realm ":" password``, and the USERHASH (§14.4:
+SHA-256 of ``name ":" realm``, indexed) that lets a client authenticate without sending
+its name. A database made before the ``userhash`` column existed gets it, filled in,
+the next time ``natsrv user`` writes to it; until then the server resolves no USERHASH
+from it. The server reads it through
 :class:`UserDatabase`, a ``CredentialStore`` (``natsrv.core.credentials``) with a small
 cache that is emptied whenever another connection has written to the database
 (``PRAGMA data_version``), so a user added, changed or deleted with ``natsrv user``
@@ -18,7 +22,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from .core.credentials import MD5, SHA256, password_key
+from .core.credentials import MD5, SHA256, password_key, userhash_of
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (
@@ -26,9 +30,11 @@ CREATE TABLE IF NOT EXISTS users (
     realm TEXT NOT NULL,
     md5_key BLOB NOT NULL,
     sha256_key BLOB NOT NULL,
+    userhash BLOB,
     PRIMARY KEY (name, realm)
 ) WITHOUT ROWID
 """
+_USERHASH_INDEX = "CREATE INDEX IF NOT EXISTS users_by_userhash ON users (userhash)"
 #: Keys remembered between changes of the database (users actually asked for).
 CACHE_SIZE = 4096
 
@@ -48,11 +54,34 @@ def _connect(path: str | Path, *, write: bool) -> sqlite3.Connection:
         if write:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute(_SCHEMA)
+            _add_userhashes(conn)
         else:
             conn.execute("SELECT 1 FROM users LIMIT 1").fetchall()
     except sqlite3.Error as exc:
         raise UserDbError(f"user-db: cannot open {target}: {exc}") from None
     return conn
+
+
+def _has_userhash(conn: sqlite3.Connection) -> bool:
+    return any(row[1] == "userhash" for row in conn.execute("PRAGMA table_info(users)"))
+
+
+def _add_userhashes(conn: sqlite3.Connection) -> None:
+    """Give a database from before USERHASH its column and index, and fill in the
+    userhash of every row that lacks one (in one transaction)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        if not _has_userhash(conn):
+            conn.execute("ALTER TABLE users ADD COLUMN userhash BLOB")
+        conn.execute(_USERHASH_INDEX)
+        rows = conn.execute("SELECT name, realm FROM users WHERE userhash IS NULL").fetchall()
+        for name, realm in rows:
+            conn.execute("UPDATE users SET userhash = ? WHERE name = ? AND realm = ?",
+                         (userhash_of(name, realm), name, realm))  # fmt: skip
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
 
 
 class UserDatabase:
@@ -63,6 +92,7 @@ class UserDatabase:
         self._conn = _connect(self.path, write=False)
         self._version = -1
         self._cache: dict[tuple[str, str], tuple[bytes, bytes] | None] = {}
+        self._names: dict[tuple[bytes, str], str | None] = {}
 
     def __repr__(self) -> str:
         return f"UserDatabase({str(self.path)!r})"
@@ -74,12 +104,43 @@ class UserDatabase:
     def algorithms(self) -> frozenset[int]:
         return frozenset({MD5, SHA256})
 
+    @property
+    def resolves_userhash(self) -> bool:
+        """Whether the database has its ``userhash`` column (``natsrv user`` adds it)."""
+        try:
+            return _has_userhash(self._conn)
+        except sqlite3.Error:
+            return False
+
+    def resolve_userhash(self, userhash: bytes, realm: str) -> str | None:
+        if len(userhash) != 32:
+            return None
+        try:
+            self._check_version()
+            key = (bytes(userhash), realm)
+            if key in self._names:
+                return self._names[key]
+            row = self._conn.execute(
+                "SELECT name FROM users WHERE userhash = ? AND realm = ?", key
+            ).fetchone()
+        except (sqlite3.Error, UnicodeEncodeError):
+            return None  # no userhash column yet, a database being replaced, ...
+        name = str(row[0]) if row is not None else None
+        if len(self._names) >= CACHE_SIZE:
+            self._names.clear()
+        self._names[key] = name
+        return name
+
+    def _check_version(self) -> None:
+        version = self._conn.execute("PRAGMA data_version").fetchone()[0]
+        if version != self._version:
+            self._cache.clear()  # someone wrote: forget what we knew
+            self._names.clear()
+            self._version = version
+
     def _keys(self, username: str, realm: str) -> tuple[bytes, bytes] | None:
         try:
-            version = self._conn.execute("PRAGMA data_version").fetchone()[0]
-            if version != self._version:
-                self._cache.clear()  # someone wrote: forget what we knew
-                self._version = version
+            self._check_version()
             key = (username, realm)
             if key in self._cache:
                 return self._cache[key]
@@ -142,8 +203,9 @@ def _write(path: str | Path, sql: str, params: tuple[object, ...]) -> int:
 def add_user(path: str | Path, name: str, realm: str, password: str) -> None:
     _check(name, realm, password)
     md5, sha256 = _keys(name, realm, password)
+    sql = "INSERT INTO users (name, realm, md5_key, sha256_key, userhash) VALUES (?, ?, ?, ?, ?)"
     try:
-        _write(path, "INSERT INTO users VALUES (?, ?, ?, ?)", (name, realm, md5, sha256))
+        _write(path, sql, (name, realm, md5, sha256, userhash_of(name, realm)))
     except UserDbError as exc:
         if isinstance(exc.__context__, sqlite3.IntegrityError):
             raise UserDbError(f"user: {name!r} already exists in realm {realm!r}") from None

@@ -35,6 +35,16 @@ def require_tool(name: str) -> str:
     return path
 
 
+def ipv6_loopback() -> bool:
+    """Whether this host can bind ``::1`` (some containers have no IPv6 at all)."""
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
+            s.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
 def require_root() -> None:
     require(os.geteuid() == 0, "needs root")
 

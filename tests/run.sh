@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 packages=(python3 python3-venv python3-dev gcc iproute2 nftables coturn stun-client stun-server
           chromium openssl procps util-linux systemd)
 missing=()
+packages+=(haproxy)  # tests/interop/test_haproxy.py: natsrv behind a PROXY-protocol proxy
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done

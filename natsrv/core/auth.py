@@ -27,8 +27,14 @@ SHA-256 key even under MESSAGE-INTEGRITY, and MESSAGE-INTEGRITY-SHA256 without
 PASSWORD-ALGORITHM is keyed with the MD5 key, as §14.6 and §9.2.2 say.
 
 Nonces are stateless HMACs (``nonce.NonceFactory``): nothing is stored for a client
-until a request authenticates. USERHASH (§14.4) is not supported: the server does not
-set the "username anonymity" bit, and a request with only USERHASH gets 401.
+until a request authenticates.
+
+USERHASH (§14.4) stands in for USERNAME when the credential store can resolve it
+(``credentials.UserhashStore``: static users, the user database; not REST usernames):
+the username it names (in the server's realm) is then checked as above, and an unknown
+USERHASH gets 401 like an unknown USERNAME. The server advertises "username anonymity"
+in the nonce cookie only when its ``NonceFactory`` is made with that feature bit (the
+cookie lengthens every 401, so the operator chooses).
 
 ``ChallengeLimiter`` bounds how many answers unauthenticated requests get per source IP
 (a token bucket per IP in a bounded table, plus a global bucket), so the server is a
@@ -46,7 +52,7 @@ from ..stun.attributes import Address, PasswordAlgorithm, SecurityFeature, nonce
 from ..stun.constants import Attr
 from ..stun.errors import BadRequest, StaleNonce, Unauthorized
 from ..stun.message import Message, verify_integrity, verify_integrity_sha256
-from .credentials import MD5, SHA256, CredentialStore
+from .credentials import MD5, SHA256, CredentialStore, UserhashStore
 from .nonce import NonceFactory
 
 #: Algorithms in the order they are offered in PASSWORD-ALGORITHMS (preferred first).
@@ -175,9 +181,14 @@ class Authenticator:
                     raise BadRequest("PASSWORD-ALGORITHM(S) do not match")
                 algorithm = chosen.algorithm
                 named_algorithm = True
-        if username is None or realm != self.realm:
+        if realm != self.realm:
             raise Challenge(self.challenge_attributes(client, now), failed=True,
-                            failure="wrong-realm" if username is not None else "unknown-user")
+                            failure="wrong-realm")
+        if username is None:
+            username = self._resolve_userhash(msg.get(Attr.USERHASH), realm)
+            if username is None:
+                raise Challenge(self.challenge_attributes(client, now), failed=True,
+                                failure="unknown-user")
         verify = verify_integrity_sha256 if has_sha256 else verify_integrity
         key = None
         known_user = False
@@ -213,6 +224,13 @@ class Authenticator:
                 self._credentials.clear()
             self._credentials[signature] = creds
         return creds
+
+
+    def _resolve_userhash(self, value: object, realm: str) -> str | None:
+        store = self.credentials
+        if not isinstance(value, bytes) or not isinstance(store, UserhashStore):
+            return None
+        return store.resolve_userhash(value, realm)
 
 
 class ChallengeLimiter:

@@ -16,6 +16,11 @@ Implementations:
   can be kept during a rotation (``previous=``); ``keys_for`` then yields one key each.
 * ``ChainedStore(*stores)``: the first store that knows the username.
 
+USERHASH (RFC 8489 §14.4): a client may send SHA-256(username ":" realm) in place of
+USERNAME. Stores that know their usernames in advance (``StaticUsers``, the SQLite
+user database) also implement :class:`UserhashStore` and turn a USERHASH back into the
+username; REST usernames are minted by a web service, so ``RestSecret`` cannot.
+
 Passwords are hashed as the UTF-8 of the string given ("SASLprep-lite": no mapping or
 normalisation). RFC 8489 asks for OpaqueString (RFC 8265) processing, but libwebrtc and
 coturn hash the bytes as typed; for ASCII passwords, which include every REST password
@@ -34,6 +39,7 @@ from collections.abc import Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
 from ..stun.constants import PASSWORD_ALGORITHM_MD5, PASSWORD_ALGORITHM_SHA256
+from ..stun.integrity import userhash
 
 MD5 = PASSWORD_ALGORITHM_MD5
 SHA256 = PASSWORD_ALGORITHM_SHA256
@@ -69,6 +75,31 @@ class CredentialStore(Protocol):
         ...
 
 
+@runtime_checkable
+class UserhashStore(Protocol):
+    """A store that can tell which of its users a USERHASH names (RFC 8489 §14.4)."""
+
+    @property
+    def resolves_userhash(self) -> bool:
+        """Whether ``resolve_userhash`` can answer (the server advertises "username
+        anonymity" only then)."""
+        ...
+
+    def resolve_userhash(self, userhash: bytes, realm: str) -> str | None:
+        """The username whose SHA-256(username ":" realm) is ``userhash``, or None.
+        Never raises for any input (it is attacker input)."""
+        ...
+
+
+def userhash_of(username: str, realm: str) -> bytes | None:
+    """RFC 8489 §14.4: SHA-256(OpaqueString(username) ":" OpaqueString(realm)); None
+    if the text cannot be encoded."""
+    try:
+        return userhash(username, realm)
+    except UnicodeError:
+        return None
+
+
 def _utf8(text: str) -> bytes | None:
     # surrogateescape gives back the wire bytes of a username the codec decoded that way;
     # other lone surrogates cannot have come off the wire and name nobody.
@@ -96,13 +127,31 @@ def password_key(username: str, realm: str, password: str, algorithm: int = MD5)
 class StaticUsers:
     """Users and passwords fixed in the configuration (``--user NAME:PASSWORD``)."""
 
-    __slots__ = ("_keys", "_passwords")
+    __slots__ = ("_hashes", "_keys", "_passwords")
 
     def __init__(self, users: Mapping[str, str]) -> None:
         self._passwords: dict[str, str] = dict(users)
         # Derived keys, computed once per (user, realm, algorithm) actually asked for;
         # bounded: only names in ``users`` and only the realms the server serves.
         self._keys: dict[tuple[str, str, int], bytes | None] = {}
+        #: realm -> {USERHASH: username}, built on first use (a few realms at most).
+        self._hashes: dict[str, dict[bytes, str]] = {}
+
+    @property
+    def resolves_userhash(self) -> bool:
+        return True
+
+    def resolve_userhash(self, userhash: bytes, realm: str) -> str | None:
+        table = self._hashes.get(realm)
+        if table is None:
+            if len(self._hashes) >= 4:
+                self._hashes.clear()
+            table = self._hashes[realm] = {}
+            for name in self._passwords:
+                digest = userhash_of(name, realm)
+                if digest is not None:
+                    table.setdefault(digest, name)
+        return table.get(bytes(userhash))
 
     def __repr__(self) -> str:
         return f"StaticUsers(<{len(self._passwords)} users>)"
@@ -281,6 +330,19 @@ class ChainedStore:
             key = store.key_for(username, realm, now, algorithm)
             if key is not None:
                 return key
+        return None
+
+    @property
+    def resolves_userhash(self) -> bool:
+        """True if any store resolves USERHASH (its users can use it; others not)."""
+        return any(isinstance(s, UserhashStore) and s.resolves_userhash for s in self.stores)
+
+    def resolve_userhash(self, userhash: bytes, realm: str) -> str | None:
+        for store in self.stores:
+            if isinstance(store, UserhashStore):
+                name = store.resolve_userhash(userhash, realm)
+                if name is not None:
+                    return name
         return None
 
     def keys_for(

@@ -26,7 +26,10 @@ Error-code decisions beyond the RFC's letter:
 
 * Too many permissions or channels on one allocation -> 508 (§10.2 and §12.2: "unable
   to fulfill the request due to some capacity limit"), not 400: the request is valid.
-* Too many allocations for one username -> 486; for the whole server -> 508.
+* Too many allocations for one username -> 486; for the whole server -> 508, or 300 Try
+  Alternate when an alternate server of the client's family is configured (RFC 8489
+  §10), as while draining or with ``redirect_all``. A user's quota is not redirected:
+  it bounds one user, not the server.
 * A REQUESTED-ADDRESS-FAMILY value that is neither IPv4 nor IPv6 -> 440.
 * A peer the policy refuses -> 403, also when only one of several XOR-PEER-ADDRESS in a
   CreatePermission is refused (nothing is installed then).
@@ -146,9 +149,10 @@ COUNTERS = (
 class TurnSettings:
     """The TURN part of the configuration, in the core's terms.
 
-    ``relay_ips`` holds at most one address per family; ``external_ip`` is
-    ``(public, private)``: relays bound on ``private`` (or, with ``private`` None, on
-    any address of ``public``'s family) are advertised as ``public``. Times are
+    ``relay_ips`` holds at most one address per family; ``external_ips`` holds
+    ``(public, private)`` pairs, at most one per family (``external_ip``: one more pair,
+    the older form): relays bound on ``private`` (or, with ``private`` None, on any
+    address of ``public``'s family) are advertised as ``public``. Times are
     seconds, ``bandwidth`` bytes per second per allocation (0: no cap) with bursts of
     ``bandwidth_burst`` bytes (default: max(bandwidth, 65536)); ``unauth_rate`` is
     answers per second per source IP to unauthenticated requests and
@@ -160,6 +164,7 @@ class TurnSettings:
     relay_ips: tuple[str, ...] = ()
     relay_ports: tuple[int, int] = (49152, 65535)
     external_ip: tuple[str, str | None] | None = None
+    external_ips: tuple[tuple[str, str | None], ...] = ()
     software: str | None = "natsrv"
     default_lifetime: float = 600.0
     max_lifetime: float = 3600.0
@@ -180,8 +185,9 @@ class TurnSettings:
     #: the Allocate arrived on, when the request names no family.
     default_family: str = "ipv4"
     max_bind_attempts: int = 64
-    #: Where 300 Try Alternate sends new allocations while draining (RFC 8489 §10),
-    #: at most one per family; none: draining answers 508.
+    #: Where 300 Try Alternate sends new allocations (RFC 8489 §10) while draining, at
+    #: ``max_allocations`` or with ``redirect_all``: at most one per family, the one of
+    #: the client's family; none (or only this server itself): 508.
     alternate_servers: tuple[Address, ...] = ()
     #: RFC 6062 TCP allocations on TCP/TLS control connections; how long a Connect may
     #: take and a ConnectionBind may be awaited; how many peer connections may wait
@@ -193,6 +199,9 @@ class TurnSettings:
     tcp_max_pending: int = 8
     tcp_max_per_allocation: int = 64
     tcp_max_connections: int = 4096
+    #: Send every new allocation to the alternate server (maintenance); existing
+    #: allocations live on.
+    redirect_all: bool = False
 
     def __post_init__(self) -> None:
         if self.default_family not in ("ipv4", "listener"):
@@ -283,7 +292,9 @@ class TurnServer:
         self._apply(settings, credentials, policy)
 
     #: Settings bound to sockets and ports: a change needs a restart.
-    RESTART_SETTINGS = ("relay_ips", "relay_ports", "external_ip", "max_bind_attempts")
+    RESTART_SETTINGS = (
+        "relay_ips", "relay_ports", "external_ip", "external_ips", "max_bind_attempts",
+    )  # fmt: skip
 
     def reconfigure(
         self, settings: TurnSettings, *, credentials: CredentialStore, policy: PeerPolicy
@@ -333,12 +344,15 @@ class TurnServer:
         )
 
     def _advertised_ip(self, relay_ip: str) -> str:
-        external = self.settings.external_ip
-        if external is not None:
-            public, private = external
-            if private == relay_ip or (
-                private is None and family_of(public) == family_of(relay_ip)
-            ):
+        s = self.settings
+        mappings: tuple[tuple[str, str | None], ...] = (
+            *s.external_ips, *((s.external_ip,) if s.external_ip else ())
+        )
+        for public, private in mappings:
+            if private == relay_ip:
+                return public
+        for public, private in mappings:
+            if private is None and family_of(public) == family_of(relay_ip):
                 return public
         if relay_ip in _WILDCARDS:
             raise ValueError(f"relay address {relay_ip} needs an external IP to advertise")
@@ -469,12 +483,26 @@ class TurnServer:
         return True
 
     def _alternate_for(self, five_tuple: FiveTuple) -> Address | None:
-        """The configured alternate server of the client's family, if any."""
-        family = family_of(five_tuple[2][0])
+        """The configured alternate server of the client's family, if any, unless it
+        is this server itself (RFC 8489 §10 leaves loops to clients; a server listed as
+        its own alternate, on the address the request came to or on one it advertises,
+        must not send the client round in a circle)."""
+        local_ip, local_port = five_tuple[2]
+        family = family_of(five_tuple[1][0])  # the client's (behind a proxy: its own)
+        own = {local_ip, *self._relay_ips.values(), *self._public_ips.values()}
         for address in self.settings.alternate_servers:
             if family_of(address[0]) == family:
+                if address[1] == local_port and address[0] in own:
+                    return None
                 return address
         return None
+
+    def _redirect(self, five_tuple: FiveTuple) -> None:
+        """Raise 300 Try Alternate to the alternate of the client's family, if any."""
+        alternate = self._alternate_for(five_tuple)
+        if alternate is not None:
+            self.counters["redirects"] = self.counters.get("redirects", 0) + 1
+            raise TryAlternate(alternate=alternate)
 
     @staticmethod
     def _error_attributes(exc: RequestError) -> list[tuple[int, Any]]:
@@ -550,12 +578,11 @@ class TurnServer:
         s = self.settings
         if alloc is not None:
             raise AllocationMismatch()
-        if self.draining:
+        if self.draining or s.redirect_all:
             # RFC 8489 §10: send the client elsewhere when we know where; else 508.
-            alternate = self._alternate_for(five_tuple)
-            if alternate is not None:
-                raise TryAlternate(alternate=alternate)
-            raise InsufficientCapacity("Server is draining")
+            self._redirect(five_tuple)
+            raise InsufficientCapacity("Server is draining" if self.draining else
+                                       "Server is under maintenance")  # fmt: skip
         transport = msg.get(Attr.REQUESTED_TRANSPORT)
         if transport is None:
             raise BadRequest("REQUESTED-TRANSPORT is missing")
@@ -577,6 +604,12 @@ class TurnServer:
         even = msg.get(Attr.EVEN_PORT)  # None, or the R bit
         requested = msg.get(Attr.REQUESTED_ADDRESS_FAMILY)
         additional = msg.get(Attr.ADDITIONAL_ADDRESS_FAMILY)
+        error_attr = Attr.ADDRESS_ERROR_CODE
+        if additional is None:
+            # coturn's clients still use the draft's code: answer them in kind.
+            additional = msg.get(Attr.ADDITIONAL_ADDRESS_FAMILY_DRAFT)
+            if additional is not None:
+                error_attr = Attr.ADDRESS_ERROR_CODE_DRAFT
         reservation = None
         if token is not None:
             if even is not None or requested is not None or additional is not None:
@@ -608,6 +641,7 @@ class TurnServer:
         # user's and of the server's until it is claimed or expires.
         needed = 2 if even else 1
         if len(self.allocations) + len(self.ports.reservations) + needed > s.max_allocations:
+            self._redirect(five_tuple)
             raise InsufficientCapacity()
         if self._per_user.get(creds.username, 0) + needed > s.user_quota:
             raise AllocationQuotaReached()
@@ -678,7 +712,7 @@ class TurnServer:
             attrs.append((Attr.RESERVATION_TOKEN, reserved.token))
         attrs.append((Attr.XOR_MAPPED_ADDRESS, five_tuple[1]))
         if address_errors:
-            attrs.extend((Attr.ADDRESS_ERROR_CODE, e) for e in address_errors)
+            attrs.extend((error_attr, e) for e in address_errors)
         return attrs
 
     # Refresh (RFC 8656 §8.2) -------------------------------------------------------------

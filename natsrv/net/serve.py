@@ -23,7 +23,13 @@ import trio
 from ..config import Config
 from ..core.allocation import family_of
 from ..core.binding import BindingConfig, BindingService
-from ..core.credentials import ChainedStore, CredentialStore, RestSecret, StaticUsers
+from ..core.credentials import (
+    ChainedStore,
+    CredentialStore,
+    RestSecret,
+    StaticUsers,
+    UserhashStore,
+)
 from ..core.nonce import NonceFactory
 from ..core.policy import PeerPolicy
 from ..core.server import Server
@@ -170,6 +176,24 @@ def _bind_group(
     raise AssertionError("unreachable")
 
 
+def _bind_tls(ip: str, port: int, dtls: bool) -> tuple[socket.socket, socket.socket | None]:
+    """The TLS listener and, with ``dtls``, the UDP socket of the same port number
+    (RFC 7350). Port 0: the number the kernel picks for TCP may be taken for UDP, so
+    then both are tried again with another."""
+    attempts = _PORT_ZERO_ATTEMPTS if port == 0 and dtls else 1
+    for attempt in range(attempts):
+        tcp = _bind_tcp(ip, port)
+        if not dtls:
+            return tcp, None
+        try:
+            return tcp, bind_udp(ip, local_address(tcp)[1])
+        except OSError as exc:
+            tcp.close()
+            if exc.errno != errno.EADDRINUSE or attempt == attempts - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
 def make_ssl_context(config: Config) -> ssl.SSLContext:
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
@@ -179,9 +203,10 @@ def make_ssl_context(config: Config) -> ssl.SSLContext:
 
 
 def turn_settings(config: Config) -> TurnSettings:
-    """The TURN core's settings from the application's ``Config``: ``relay_ip`` if set,
-    else the first specific (non-wildcard) listen address of each family."""
-    candidates = [config.relay_ip] if config.relay_ip else [ip for ip, _ in config.listen]
+    """The TURN core's settings from the application's ``Config``: the ``relay_ip``
+    addresses (one per family) if set, else the first specific (non-wildcard) listen
+    address of each family."""
+    candidates = list(config.relay_ip) or [ip for ip, _ in config.listen]
     chosen: dict[int, str] = {}
     for ip in candidates:
         if ip not in _WILDCARDS:
@@ -190,7 +215,7 @@ def turn_settings(config: Config) -> TurnSettings:
         realm=config.realm,
         relay_ips=tuple(chosen.values()),
         relay_ports=config.relay_ports,
-        external_ip=config.external_ip,
+        external_ips=config.external_ip,
         software=config.software,
         default_lifetime=config.default_lifetime,
         max_lifetime=config.max_lifetime,
@@ -211,6 +236,7 @@ def turn_settings(config: Config) -> TurnSettings:
         tcp_max_pending=config.tcp_relay_max_pending,
         tcp_max_per_allocation=config.tcp_relay_max_per_allocation,
         tcp_max_connections=config.tcp_relay_max_connections,
+        redirect_all=config.redirect_all,
     )
 
 
@@ -233,8 +259,8 @@ def peer_policy(config: Config, listening: list[Address]) -> PeerPolicy:
     """The peer policy: the operator's ranges, and never the server's own endpoints
     (``listening``, port 0 resolved, and the same ports on the external IP)."""
     own: list[str | Address] = list(dict.fromkeys(listening))
-    if config.external_ip is not None:
-        own += [(config.external_ip[0], port) for port in {port for _, port in listening}]
+    for public, _ in config.external_ip:
+        own += [(public, port) for port in {port for _, port in listening}]
     return PeerPolicy(allow=config.allow_peer, deny=config.deny_peer, own_addresses=own)
 
 
@@ -245,22 +271,43 @@ def make_turn(
     listening: list[Address],
 ) -> TurnServer:
     """The TURN core with its credential sources, nonces and peer policy."""
-    # PASSWORD-ALGORITHMS (RFC 8489 §9.2.4) only when asked for: the nonce cookie and
-    # the attribute make every 401 longer, and browsers use MD5 keys anyway.
-    features = SecurityFeature.PASSWORD_ALGORITHMS if config.password_algorithms else None
+    # PASSWORD-ALGORITHMS (RFC 8489 §9.2.4) and username anonymity (§14.4) only when
+    # asked for: the nonce cookie and the attribute make every 401 longer, and browsers
+    # use neither anyway.
+    store = credential_store(config)
+    features = 0
+    if config.password_algorithms:
+        features |= SecurityFeature.PASSWORD_ALGORITHMS
+    if config.userhash:
+        if isinstance(store, UserhashStore) and store.resolves_userhash:
+            features |= SecurityFeature.USERNAME_ANONYMITY
+        else:
+            log.warning("userhash: the user database has no userhash column yet (any "
+                        "`natsrv user` command adds it): not advertised")  # fmt: skip
     nonces = NonceFactory(secrets.token_bytes(32), config.nonce_lifetime,
-                          security_features=features)  # fmt: skip
-    return TurnServer(turn_settings(config), credentials=credential_store(config),
-                      nonces=nonces, policy=peer_policy(config, listening), opener=relays,
+                          security_features=features or None)  # fmt: skip
+    return TurnServer(turn_settings(config), credentials=store, nonces=nonces,
+                      policy=peer_policy(config, listening), opener=relays,
                       counters=counters)  # fmt: skip
+
+
+def uses_proxy_protocol(config: Config, kind: str, address: Address) -> bool:
+    """Whether the ``kind`` ("tcp" or "tls") listener bound on ``address`` requires a
+    PROXY protocol header (never unless ``proxy-protocol`` is on)."""
+    if not config.proxy_protocol:
+        return False
+    ip, port = address
+    shown = f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+    return kind in config.proxy_protocol_listeners or shown in config.proxy_protocol_listeners
 
 
 #: Settings that only a restart changes (sockets, listeners, their options).
 RESTART_KEYS = (
     "listen", "alt_ip", "alt_port", "udp", "tcp", "tls_port", "metrics_listen",
     "relay_ip", "relay_ports", "external_ip", "mapped_address", "software",
-    "password_algorithms", "max_message_size", "tcp_max_connections", "tcp_max_per_source",
-    "dtls", "dtls_max_sessions",
+    "password_algorithms", "userhash", "max_message_size", "tcp_max_connections",
+    "tcp_max_per_source", "proxy_protocol", "proxy_protocol_listeners", "dtls",
+    "dtls_max_sessions",
 )  # fmt: skip
 
 
@@ -336,15 +383,15 @@ async def serve(
                     info.tcp.append(ep)
             if ssl_context is not None:
                 tls_port = config.tls_port if config.tls_port is not None else 5349
-                for listener in await trio.open_tcp_listeners(tls_port, host=endpoints[0][0]):
-                    stream_listeners.append((listener, ssl_context))
-                    addr = local_address(listener.socket)
-                    info.tls.append(addr)
-                    bindings.setdefault(addr, binding)
-                    if config.dtls:
-                        # RFC 7350: DTLS on the same port number, over UDP.
-                        dtls_socks.append(bind_udp(*addr))
-                        info.dtls.append(addr)
+                tls_sock, dtls_sock = _bind_tls(endpoints[0][0], tls_port, config.dtls)
+                listener = trio.SocketListener(trio.socket.from_stdlib_socket(tls_sock))
+                stream_listeners.append((listener, ssl_context))
+                addr = local_address(tls_sock)
+                info.tls.append(addr)
+                bindings.setdefault(addr, binding)
+                if dtls_sock is not None:
+                    dtls_socks.append(dtls_sock)
+                    info.dtls.append(addr)
         turn = (
             make_turn(config, relays, metrics.counters, list(bindings))
             if config.turn_enabled else None
@@ -370,7 +417,8 @@ async def serve(
                     dtls_endpoint.context = make_dtls_context(new.tls_cert, new.tls_key)
             logging.getLogger().setLevel(new.log_level.upper())
             keys = [k for k in RESTART_KEYS if getattr(new, k) != getattr(old, k)]
-            keys += [k.replace("relay_ips", "relay_ip") for k in restart if k not in keys]
+            renamed = {"relay_ips": "relay_ip", "external_ips": "external_ip"}
+            keys += [renamed.get(k, k) for k in restart if renamed.get(k, k) not in keys]
             current[0] = info.config = new
             return sorted(set(keys))
 
@@ -400,13 +448,17 @@ async def serve(
                 nursery.start_soon(serve_udp, s, shell)
                 log.info("listening on udp %s:%d", *local_address(s))
             for listener, ctx in stream_listeners:
-                log.info("listening on %s %s:%d", "tls" if ctx else "tcp",
-                         *local_address(listener.socket))  # fmt: skip
+                kind, addr = "tls" if ctx else "tcp", local_address(listener.socket)
+                log.info("listening on %s %s:%d", kind, *addr)
+                proxied = uses_proxy_protocol(config, kind, addr)
+                if proxied:
+                    log.info("PROXY protocol header required on %s %s:%d", kind, *addr)
                 nursery.start_soon(partial(
                     serve_stream, listener, shell, slots, idle_timeout=config.tcp_idle_timeout,
                     max_frame=config.max_message_size, tls=tls if ctx else None,
                     first_message_timeout=config.tcp_first_message_timeout,
                     handshake_timeout=config.tls_handshake_timeout,
+                    proxy_protocol=proxied,
                 ))  # fmt: skip
             if admin_listeners:
                 routes = AdminRoutes(

@@ -6,7 +6,9 @@ deadline for its TLS handshake and its first message, then an idle deadline that
 complete message pushes back, a maximum frame size (a larger frame closes the
 connection) and a bounded send queue. Connections take slots of a
 :class:`StreamSlots` shared by all listeners: bounded in total and per source IP, and
-when full the oldest connection that holds no allocation makes room.
+when full the oldest connection that holds no allocation makes room. A listener behind
+a load balancer may require a PROXY protocol header first (``natsrv.proxyproto``),
+which then names the connection's client.
 """
 
 from __future__ import annotations
@@ -21,6 +23,12 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from ..core.effects import FiveTuple
+from ..proxyproto import (
+    ProxyHeader,
+    ProxyProtocolError,
+    header_bytes_wanted,
+    parse_proxy_header_untrusted,
+)
 from ..stun.errors import ParseError
 from ..stun.framing import StreamFramer
 
@@ -119,9 +127,11 @@ class StreamSlots:
     def __len__(self) -> int:
         return len(self._open)
 
-    def admit(self, ip: str) -> _Slot | None:
-        """A slot for a new connection from ``ip``, or None to refuse it."""
-        if self._per_source.get(ip, 0) >= self.max_per_source:
+    def admit(self, ip: str, *, per_source: bool = True) -> _Slot | None:
+        """A slot for a new connection from ``ip``, or None to refuse it.
+        ``per_source=False``: ``ip`` is a proxy's, not the client's; the per-source cap
+        applies when :meth:`move` names the client."""
+        if per_source and self._per_source.get(ip, 0) >= self.max_per_source:
             self.counters["stream_refused_per_source"] += 1
             return None
         if len(self._open) >= self.max_connections:
@@ -140,13 +150,29 @@ class StreamSlots:
         self._per_source[ip] = self._per_source.get(ip, 0) + 1
         return slot
 
+    def move(self, slot: _Slot, ip: str) -> bool:
+        """Count ``slot`` against ``ip`` (the client a PROXY header named) instead of the
+        address it was admitted for; False (the slot is left as it was) when ``ip`` is
+        at its cap."""
+        if self._per_source.get(ip, 0) >= self.max_per_source:
+            self.counters["stream_refused_per_source"] += 1
+            return False
+        if slot in self._open:
+            self._uncount(slot.ip)
+            self._per_source[ip] = self._per_source.get(ip, 0) + 1
+        slot.ip = ip
+        return True
+
     def release(self, slot: _Slot) -> None:
         if self._open.pop(slot, False) is None:
-            count = self._per_source[slot.ip] - 1
-            if count:
-                self._per_source[slot.ip] = count
-            else:
-                del self._per_source[slot.ip]
+            self._uncount(slot.ip)
+
+    def _uncount(self, ip: str) -> None:
+        count = self._per_source[ip] - 1
+        if count:
+            self._per_source[ip] = count
+        else:
+            del self._per_source[ip]
 
 
 async def serve_stream(
@@ -159,13 +185,19 @@ async def serve_stream(
     tls: TlsContext | None = None,
     first_message_timeout: float = FIRST_MESSAGE_TIMEOUT,
     handshake_timeout: float = TLS_HANDSHAKE_TIMEOUT,
+    proxy_protocol: bool = False,
 ) -> None:
     """Accept connections forever; each is served by its own task in a slot of
     ``slots``. A TLS handshake must finish within ``handshake_timeout`` seconds and
     the first complete message arrive within ``first_message_timeout``; ``tls`` holds
     the certificate new connections get (a reload replaces it). After that a
     connection lives while it sends a message every ``idle_timeout`` seconds. Every
-    complete frame goes to ``Server.receive``; the effects go to the shell."""
+    complete frame goes to ``Server.receive``; the effects go to the shell.
+
+    With ``proxy_protocol`` every connection must start with a PROXY protocol header
+    (v1 or v2, ``natsrv.proxyproto``), read within ``first_message_timeout`` and before
+    any TLS handshake; the client it names is the connection's peer from then on (its
+    5-tuple, the per-source cap, logs). A connection without a valid one is closed."""
     gauges = shell.metrics.gauges
     counters = shell.counters
     kind = "tls" if tls else "tcp"
@@ -177,11 +209,23 @@ async def serve_stream(
             with slot.scope:
                 local = _addr(sock_stream.socket.getsockname())
                 sock_stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, True)
+                if proxy_protocol:
+                    with trio.fail_after(first_message_timeout):
+                        header = await read_proxy_header(sock_stream)
+                    if header.source is not None:
+                        if not slots.move(slot, header.source[0]):
+                            return
+                        peer = header.source
                 if ssl_context is not None:
                     stream = trio.SSLStream(sock_stream, ssl_context, server_side=True)
                     with trio.fail_after(handshake_timeout):
                         await stream.do_handshake()
                 conn = StreamConnection(stream, peer, local, ssl_context is not None)
+                if conn.five_tuple in shell.connections:
+                    # Only a PROXY header can name a 5-tuple already open: never let a
+                    # second connection take over the first one's allocation.
+                    counters["stream_duplicate_client"] += 1
+                    return
                 slot.five_tuple = conn.five_tuple
                 shell.connection_opened(conn)
                 try:
@@ -193,6 +237,8 @@ async def serve_stream(
                     shell.connection_closed(conn)
         except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError, OSError):
             pass
+        except ProxyProtocolError:
+            counters["stream_proxy_header_errors"] += 1
         except Exception:  # a bug in one connection must never stop the server
             counters["stream_handler_errors"] += 1
             log.exception("error serving %s connection from %s", kind, peer)
@@ -216,7 +262,7 @@ async def serve_stream(
             except OSError:
                 await trio.aclose_forcefully(sock_stream)
                 continue
-            slot = slots.admit(peer[0])
+            slot = slots.admit(peer[0], per_source=not proxy_protocol)
             if slot is None:
                 counters[f"{kind}_refused_over_cap"] += 1
                 await trio.aclose_forcefully(sock_stream)
@@ -224,6 +270,21 @@ async def serve_stream(
             gauges["stream_connections"] = len(slots)
             counters[f"{kind}_accepted"] += 1
             nursery.start_soon(handle, sock_stream, slot, peer)
+
+
+async def read_proxy_header(stream: trio.SocketStream) -> ProxyHeader:
+    """Read a PROXY protocol header off ``stream`` and not a byte more (what follows is
+    STUN, or a TLS handshake); ``ProxyProtocolError`` for anything else, or an end of
+    stream before it is complete."""
+    data = b""
+    while True:
+        header = parse_proxy_header_untrusted(data)
+        if header is not None:
+            return header
+        chunk = await stream.receive_some(header_bytes_wanted(data))
+        if not chunk:
+            raise ProxyProtocolError("connection closed inside the PROXY header")
+        data += chunk
 
 
 async def _serve_connection(

@@ -472,6 +472,8 @@ CODECS: dict[int, tuple[Decoder, Encoder]] = {
     Attr.CONNECTION_ID: _U32_CODEC,
     Attr.ADDITIONAL_ADDRESS_FAMILY: _U8R,
     Attr.ADDRESS_ERROR_CODE: (_address_error_code, _enc_address_error_code),
+    Attr.ADDITIONAL_ADDRESS_FAMILY_DRAFT: _U8R,
+    Attr.ADDRESS_ERROR_CODE_DRAFT: (_address_error_code, _enc_address_error_code),
     Attr.PASSWORD_ALGORITHMS: (_password_algorithms, _enc_password_algorithms),
     Attr.ALTERNATE_DOMAIN: _TEXT_763,
     Attr.ICMP: (_icmp, _enc_icmp),

@@ -116,6 +116,11 @@ class Attr(Registry):
     ICE_CONTROLLING = 0x802A  #: RFC 8445 §16.1
     RESPONSE_ORIGIN = 0x802B  #: RFC 5780 §7.3
     OTHER_ADDRESS = 0x802C  #: RFC 5780 §7.4
+    #: draft-ietf-tram-dual-allocation's codes for ADDITIONAL-ADDRESS-FAMILY and
+    #: ADDRESS-ERROR-CODE, before RFC 8656 assigned 0x8000/0x8001: what coturn's
+    #: clients (``turnutils_uclient -Z``) still send and read.
+    ADDITIONAL_ADDRESS_FAMILY_DRAFT = 0x8032  #: draft-ietf-tram-dual-allocation
+    ADDRESS_ERROR_CODE_DRAFT = 0x8033  #: draft-ietf-tram-dual-allocation
 
 
 class ErrorCode(Registry):

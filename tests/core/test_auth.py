@@ -195,7 +195,7 @@ def test_bad_credentials_are_a_failed_challenge(kwargs: dict[str, Any]) -> None:
     assert dict(info.value.attributes)[Attr.REALM] == REALM
 
 
-def test_userhash_alone_is_not_supported() -> None:
+def test_an_unknown_userhash_gets_401() -> None:
     auth = authenticator()
     msg = Message(Method.ALLOCATE, MessageClass.REQUEST)
     msg.add(Attr.USERHASH, b"\x00" * 32).add(Attr.REALM, REALM)

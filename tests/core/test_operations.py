@@ -159,3 +159,78 @@ def test_reconfigure_swaps_policy_quota_realm_and_secrets_live() -> None:
                        credentials=StaticUsers({"alice": "secret"}), policy=PeerPolicy())
     fresh = Client(server, five_tuple(3))
     assert fresh.challenge().get(Attr.REALM) == "new.example"
+
+
+# -- ALTERNATE-SERVER (RFC 8489 §10) ----------------------------------------------------
+ALT4 = ("100.1.2.200", 3478)
+ALT6 = ("2001:db8::200", 3478)
+
+
+def test_a_full_server_sends_new_clients_to_the_alternate_of_their_family() -> None:
+    server, _ = make_server(max_allocations=1, alternate_servers=(ALT6, ALT4))
+    assert Client(server).allocate()[0].cls == MessageClass.SUCCESS
+    answer, _ = Client(server, five_tuple(1)).allocate()
+    # Signed (check_signed in Client.request), with the IPv4 client's IPv4 alternate.
+    assert error_code(answer) == 300
+    assert answer.get_all(Attr.ALTERNATE_SERVER) == [ALT4]
+    assert server.counters["redirects"] == 1
+    # An IPv6 client (it came to an IPv6 address of the server) gets the IPv6 one.
+    v6 = ("udp", ("2001:db8:1::7", 40000), ("2001:db8::1", 3478))
+    answer, _ = Client(server, v6).allocate()
+    assert error_code(answer) == 300 and answer.get(Attr.ALTERNATE_SERVER) == ALT6
+
+
+def test_a_full_server_without_an_alternate_of_that_family_answers_508() -> None:
+    server, _ = make_server(max_allocations=1, alternate_servers=(ALT6,))
+    Client(server).allocate()
+    answer, _ = Client(server, five_tuple(1)).allocate()
+    assert error_code(answer) == 508 and answer.get(Attr.ALTERNATE_SERVER) is None
+
+
+def test_a_user_over_quota_is_not_redirected() -> None:
+    server, _ = make_server(user_quota=1, alternate_servers=(ALT4,))
+    Client(server).allocate()
+    answer, _ = Client(server, five_tuple(1)).allocate()
+    assert error_code(answer) == 486
+
+
+def test_redirect_all_sends_new_allocations_away_and_keeps_the_old_ones() -> None:
+    from dataclasses import replace
+
+    from natsrv.core.credentials import StaticUsers
+    from natsrv.core.policy import PeerPolicy
+
+    from .turn_helpers import USERS
+
+    server, _ = make_server(alternate_servers=(ALT4,))
+    old = Client(server)
+    old.allocate()
+    server.reconfigure(replace(server.settings, redirect_all=True),
+                       credentials=StaticUsers(USERS), policy=server.policy)  # fmt: skip
+    answer, _ = Client(server, five_tuple(1)).allocate()
+    assert error_code(answer) == 300 and answer.get(Attr.ALTERNATE_SERVER) == ALT4
+    assert old.refresh(600)[0].cls == MessageClass.SUCCESS
+    assert old.permit(PEER).cls == MessageClass.SUCCESS
+    # Without an alternate, maintenance refuses with 508; turned off, allocations resume.
+    server.reconfigure(replace(server.settings, alternate_servers=()),
+                       credentials=StaticUsers(USERS), policy=PeerPolicy())  # fmt: skip
+    assert error_code(Client(server, five_tuple(2)).allocate()[0]) == 508
+    server.reconfigure(replace(server.settings, redirect_all=False),
+                       credentials=StaticUsers(USERS), policy=PeerPolicy())  # fmt: skip
+    assert Client(server, five_tuple(3)).allocate()[0].cls == MessageClass.SUCCESS
+
+
+def test_a_server_listed_as_its_own_alternate_does_not_redirect_to_itself() -> None:
+    """The loop rule: an alternate that is this server (the address the request came
+    to, or one it advertises, on the same port) is never sent; 508 instead."""
+    from .turn_helpers import PUBLIC_IP, SERVER
+
+    for own in (SERVER, (RELAY_IP, SERVER[1]), (PUBLIC_IP, SERVER[1])):
+        server, _ = make_server(redirect_all=True, alternate_servers=(own,))
+        answer, _ = Client(server).allocate()
+        assert error_code(answer) == 508, own
+    # The same IP on another port is another server.
+    other = (SERVER[0], SERVER[1] + 1)
+    server, _ = make_server(redirect_all=True, alternate_servers=(other,))
+    answer, _ = Client(server).allocate()
+    assert error_code(answer) == 300 and answer.get(Attr.ALTERNATE_SERVER) == other

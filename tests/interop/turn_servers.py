@@ -35,7 +35,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -272,6 +272,7 @@ def _coturn_argv(
 
 def _natsrv_argv(
     relay: tuple[int, int], tls: TlsFiles, auth_secret: str | None,
+    extra_args: Sequence[str] = (),
 ) -> list[str]:
     argv = [
         sys.executable, "-m", "natsrv", "serve",
@@ -286,7 +287,7 @@ def _natsrv_argv(
         argv += ["--user", f"{USER}:{PASSWORD}"]
     else:
         argv += ["--auth-secret", auth_secret]
-    return argv
+    return [*argv, *extra_args]
 
 
 def answers_binding(port: int, timeout: float) -> bool:
@@ -389,9 +390,10 @@ def coturn_path() -> str | None:
 @contextmanager
 def running_server(
     kind: str, workdir: Path, *, auth_secret: str | None = None,
-    tls: TlsFiles | None = None,
+    tls: TlsFiles | None = None, extra_args: Sequence[str] = (),
 ) -> Iterator[TurnServer]:
     """Start ``kind`` ("coturn" or "natsrv") in ``workdir`` and stop it afterwards.
+    ``extra_args`` go to natsrv's command line (e.g. a second ``--relay-ip``).
 
     The caller checks prerequisites (``turnserver`` installed) first.
     """
@@ -405,7 +407,7 @@ def running_server(
         port, tls_port = _coturn_ports()
         argv = _coturn_argv(tool, workdir, port, tls_port, relay, tls, auth_secret)
     elif kind == "natsrv":
-        argv = _natsrv_argv(relay, tls, auth_secret)
+        argv = _natsrv_argv(relay, tls, auth_secret, extra_args)
     else:
         raise ValueError(f"unknown TURN server {kind!r}")
 

@@ -17,7 +17,7 @@ from natsrv.net.dtls import split_records
 from natsrv.net.serve import ServerInfo
 from natsrv.stun import Attr, Message, MessageClass, Method, decode_untrusted
 from natsrv.stun.integrity import long_term_key
-from tests.conftest import PRIMARY_IP, start_server
+from tests.conftest import PRIMARY_IP, private_loopback_ip, start_server
 from tests.interop.turn_servers import make_tls_files
 from tests.net.test_tcp_relay import gauge
 from tests.net.test_turn_server import REALM, turn_config
@@ -199,12 +199,16 @@ async def test_a_handshake_that_stalls_is_dropped(
 
 async def test_dtls_can_be_turned_off(nursery: trio.Nursery, tmp_path: Path) -> None:
     tls = make_tls_files(tmp_path)
+    # On this process's own loopback address: no other process's UDP socket can sit on
+    # the TLS port number there and swallow the probe instead of an ICMP unreachable.
+    ip = private_loopback_ip()
     info = await start_server(nursery, turn_config(
-        tls_port=0, tls_cert=str(tls.cert), tls_key=str(tls.key), dtls=False,
+        listen=((ip, 0),), relay_ip=ip, tls_port=0, tls_cert=str(tls.cert),
+        tls_key=str(tls.key), dtls=False,
     ))  # fmt: skip
     assert info.tls and info.dtls == []
     with trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM) as probe:
-        await probe.bind((PRIMARY_IP, 0))
+        await probe.bind((ip, 0))
         await probe.connect(info.tls[0])  # connected: the ICMP port unreachable is reported
         client = DtlsClient(probe, info.tls[0])
         with pytest.raises(SSL.WantReadError):
