@@ -40,7 +40,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
     return build_config(file_values, values_from_flags(args))
 
 
-def run_serve(args: argparse.Namespace) -> int:
+def run_serve(args: argparse.Namespace, argv: Sequence[str] = ()) -> int:
+    """``natsrv serve``; ``argv`` are its arguments (given again to worker processes)."""
     from . import daemon, logs
     from .fdlimit import SPARE_FILES, raise_nofile_limit
     from .userdb import UserDbError
@@ -57,7 +58,7 @@ def run_serve(args: argparse.Namespace) -> int:
         + SPARE_FILES
     )
     try:
-        return daemon.run(config, lambda: config_from_args(args))
+        return daemon.run(config, lambda: config_from_args(args), argv)
     except UserDbError as exc:
         return _usage_problem(str(exc))
 
@@ -120,7 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return commands[argv[0]](argv[1:])
     args = parser.parse_args(argv)
     if args.command == "serve":
-        return run_serve(args)
+        return run_serve(args, argv[1:])
     if args.command == "credentials":
         return run_credentials(args)
     parser.error(f"unknown command {args.command}")

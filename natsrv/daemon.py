@@ -26,8 +26,9 @@ import signal
 import socket
 import ssl
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
+from functools import partial
 from typing import TYPE_CHECKING
 
 import trio
@@ -93,22 +94,35 @@ def _first_oserror(exc: BaseException) -> OSError | None:
     return None
 
 
-def run(config: Config, reload_config: Callable[[], Config]) -> int:
+def run(config: Config, reload_config: Callable[[], Config], argv: Sequence[str] = ()) -> int:
     """Serve ``config`` until stopped; ``reload_config`` reads the configuration anew
-    (SIGHUP). Returns the process's exit status."""
+    (SIGHUP). Returns the process's exit status. With ``workers`` above 1 this process
+    is the parent of that many workers (``net/workers.py``), each started with the
+    ``natsrv serve`` arguments ``argv``; a worker serves as one process does, on the
+    sockets its parent gave it."""
+    from .net import workers
     from .net.serve import serve
 
-    log.info("natsrv %s starting", __version__)
-    for warning in startup_warnings(config):
-        log.warning("%s", warning)
-    if not config.turn_enabled:
-        log.info("TURN is off: no credential source (users, user-db, auth-secret) is "
-                 "configured, so this is a STUN server only")  # fmt: skip
+    setup = workers.worker_setup()
+    if setup is not None:
+        config = setup.apply(config)
+        reload_worker = reload_config
+        reload_config = lambda: setup.apply(reload_worker())  # noqa: E731
+    else:
+        log.info("natsrv %s starting", __version__)
+        for warning in startup_warnings(config):
+            log.warning("%s", warning)
+        if not config.turn_enabled:
+            log.info("TURN is off: no credential source (users, user-db, auth-secret) is "
+                     "configured, so this is a STUN server only")  # fmt: skip
+    options = setup.serve_options() if setup is not None else {}
 
     async def main() -> None:
         async with trio.open_nursery() as nursery:
             with trio.open_signal_receiver(*_SIGNALS) as signals:
-                info: ServerInfo = await nursery.start(serve, config)
+                info: ServerInfo = await nursery.start(partial(serve, config, **options))
+                if setup is not None:
+                    nursery.start_soon(setup.serve_control, info, nursery.cancel_scope)
                 draining = False
                 async for signum in signals:
                     name = signal.Signals(signum).name
@@ -131,6 +145,8 @@ def run(config: Config, reload_config: Callable[[], Config]) -> int:
                         break
 
     try:
+        if setup is None and config.worker_count > 1:
+            return trio.run(workers.supervise, config, argv)
         trio.run(main)
     except (OSError, BaseExceptionGroup) as exc:
         found = _first_oserror(exc)

@@ -15,17 +15,18 @@ import ssl
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 
 import trio
 
-from ..config import Config
+from ..config import DEFAULT_TLS_PORT, Config
 from ..core.allocation import family_of
 from ..core.binding import BindingConfig, BindingService
 from ..core.credentials import ChainedStore, CredentialStore, RestSecret, StaticUsers
 from ..core.nonce import NonceFactory
 from ..core.policy import PeerPolicy
+from ..core.quota import AllocationLedger
 from ..core.server import Server
 from ..core.turn import TurnServer, TurnSettings
 from ..metrics import Collector, Metrics
@@ -103,11 +104,13 @@ async def _watch_drain(info: ServerInfo) -> None:
 _PORT_ZERO_ATTEMPTS = 32
 
 
-def _bind_tcp(ip: str, port: int) -> socket.socket:
+def _bind_tcp(ip: str, port: int, *, reuse_port: bool = False) -> socket.socket:
     family = socket.AF_INET6 if ":" in ip else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         sock.bind((ip, port))
@@ -118,28 +121,48 @@ def _bind_tcp(ip: str, port: int) -> socket.socket:
     return sock
 
 
+class SocketSource:
+    """Where ``serve`` gets its listening sockets: bound here (with ``reuse_port``, as
+    members of an ``SO_REUSEPORT`` group), or ``inherited`` from the parent of a worker
+    process (``net/workers.py``), found by kind and address."""
+
+    def __init__(self, *, reuse_port: bool = False,
+                 inherited: list[socket.socket] | None = None) -> None:  # fmt: skip
+        self.reuse_port = reuse_port or inherited is not None
+        self.inherited = {(s.type, local_address(s)): s for s in inherited or ()}
+
+    def udp(self, ip: str, port: int) -> socket.socket:
+        found = self.inherited.pop((socket.SOCK_DGRAM, (ip, port)), None)
+        return found if found is not None else bind_udp(ip, port, reuse_port=self.reuse_port)
+
+    def tcp(self, ip: str, port: int) -> socket.socket:
+        found = self.inherited.pop((socket.SOCK_STREAM, (ip, port)), None)
+        return found if found is not None else _bind_tcp(ip, port, reuse_port=self.reuse_port)
+
+
 def _bind_group_once(
-    ip: str, port: int, alt_ip: str | None, alt_port: int | None, tcp: bool
-) -> tuple[list[socket.socket], list[socket.socket], int, int | None]:
+    source: SocketSource, ip: str, port: int, alt_ip: str | None, alt_port: int | None,
+    tcp: bool,
+) -> tuple[list[socket.socket], list[socket.socket], int, int | None]:  # fmt: skip
     udp_socks: list[socket.socket] = []
     tcp_socks: list[socket.socket] = []
     try:
-        first = bind_udp(ip, port)
+        first = source.udp(ip, port)
         udp_socks.append(first)
         port = local_address(first)[1]
         if alt_port == 0:
-            probe = bind_udp(ip, 0)
+            probe = source.udp(ip, 0)
             udp_socks.append(probe)
             alt_port = local_address(probe)[1]
         elif alt_port is not None:
-            udp_socks.append(bind_udp(ip, alt_port))
+            udp_socks.append(source.udp(ip, alt_port))
         if alt_ip is not None:
-            udp_socks.append(bind_udp(alt_ip, port))
+            udp_socks.append(source.udp(alt_ip, port))
             if alt_port is not None:
-                udp_socks.append(bind_udp(alt_ip, alt_port))
+                udp_socks.append(source.udp(alt_ip, alt_port))
         if tcp:
             for ep in BindingConfig((ip, port), alt_ip, alt_port).endpoints():
-                tcp_socks.append(_bind_tcp(*ep))
+                tcp_socks.append(source.tcp(*ep))
     except BaseException:
         for s in udp_socks + tcp_socks:
             s.close()
@@ -148,7 +171,8 @@ def _bind_group_once(
 
 
 def _bind_group(
-    ip: str, port: int, alt_ip: str | None, alt_port: int | None, tcp: bool
+    source: SocketSource, ip: str, port: int, alt_ip: str | None, alt_port: int | None,
+    tcp: bool,
 ) -> tuple[list[socket.socket], list[socket.socket], int, int | None]:
     """Bind the UDP (and TCP) sockets for one listen address and its alternates on
     every combination of IP and port. Port 0 lets the kernel pick the UDP port; the
@@ -157,7 +181,7 @@ def _bind_group(
     attempts = _PORT_ZERO_ATTEMPTS if 0 in (port, alt_port) else 1
     for attempt in range(attempts):
         try:
-            return _bind_group_once(ip, port, alt_ip, alt_port, tcp)
+            return _bind_group_once(source, ip, port, alt_ip, alt_port, tcp)
         except OSError as exc:
             if exc.errno != errno.EADDRINUSE or attempt == attempts - 1:
                 raise
@@ -230,16 +254,20 @@ def make_turn(
     relays: RelaySockets,
     counters: Counter[str],
     listening: list[Address],
+    *,
+    nonce_key: bytes | None = None,
+    ledger: AllocationLedger | None = None,
 ) -> TurnServer:
-    """The TURN core with its credential sources, nonces and peer policy."""
+    """The TURN core with its credential sources, nonces and peer policy; ``nonce_key``
+    and ``ledger`` when shared with other worker processes."""
     # PASSWORD-ALGORITHMS (RFC 8489 §9.2.4) only when asked for: the nonce cookie and
     # the attribute make every 401 longer, and browsers use MD5 keys anyway.
     features = SecurityFeature.PASSWORD_ALGORITHMS if config.password_algorithms else None
-    nonces = NonceFactory(secrets.token_bytes(32), config.nonce_lifetime,
+    nonces = NonceFactory(nonce_key or secrets.token_bytes(32), config.nonce_lifetime,
                           security_features=features)  # fmt: skip
     return TurnServer(turn_settings(config), credentials=credential_store(config),
                       nonces=nonces, policy=peer_policy(config, listening), opener=relays,
-                      counters=counters)  # fmt: skip
+                      counters=counters, ledger=ledger)  # fmt: skip
 
 
 #: Settings that only a restart changes (sockets, listeners, their options).
@@ -247,6 +275,7 @@ RESTART_KEYS = (
     "listen", "alt_ip", "alt_port", "udp", "tcp", "tls_port", "metrics_listen",
     "relay_ip", "relay_ports", "external_ip", "mapped_address", "software",
     "password_algorithms", "max_message_size", "tcp_max_connections", "tcp_max_per_source",
+    "workers",
 )  # fmt: skip
 
 
@@ -257,27 +286,37 @@ class TlsContext:
         self.current = context
 
 
-async def serve(
-    config: Config,
-    *,
-    clock: Callable[[], float] = time.time,
-    task_status: trio.TaskStatus[ServerInfo] = trio.TASK_STATUS_IGNORED,
-) -> None:
-    """Run the server until cancelled. ``clock`` is the wall clock the core is given."""
-    metrics = Metrics()
-    info = ServerInfo(metrics=metrics)
-    relays = RelaySockets()
-    udp_socks: list[socket.socket] = []
-    stream_socks: list[socket.socket] = []  # TCP listeners, bound with their UDP group
-    bindings: dict[Address, BindingService] = {}
-    groups: list[tuple[list[Address], BindingService]] = []
+@dataclass
+class Listeners:
+    """The listening sockets of one server process, bound (or inherited) before it
+    serves: UDP and plain TCP by listen address and its alternates, then TLS."""
+
+    udp: list[socket.socket] = field(default_factory=list)
+    tcp: list[socket.socket] = field(default_factory=list)
+    tls: list[tuple[socket.socket, BindingService]] = field(default_factory=list)
+    #: Each listen address's endpoints (primary first) and the Binding service they share.
+    groups: list[tuple[list[Address], BindingService]] = field(default_factory=list)
+
+    def sockets(self) -> list[socket.socket]:
+        return self.udp + self.tcp + [sock for sock, _ in self.tls]
+
+    def close(self) -> None:
+        for sock in self.sockets():
+            sock.close()
+
+
+def bind_listeners(config: Config, source: SocketSource | None = None) -> Listeners:
+    """Bind (or take from ``source``) every listening socket ``config`` names. A
+    failure closes what was bound and raises ``OSError`` naming the problem."""
+    source = source or SocketSource()
+    bound = Listeners()
     try:
         for index, (ip, port) in enumerate(config.listen):
             alt_ip = config.alt_ip if index == 0 else None
             alt_port = config.alt_port if index == 0 else None
-            socks, tcp_socks, port, alt_port = _bind_group(ip, port, alt_ip, alt_port,
+            socks, tcp_socks, port, alt_port = _bind_group(source, ip, port, alt_ip, alt_port,
                                                            config.tcp)  # fmt: skip
-            stream_socks.extend(tcp_socks)
+            bound.tcp.extend(tcp_socks)
             if not config.udp:
                 for s in socks:
                     s.close()
@@ -286,40 +325,71 @@ async def serve(
                 BindingConfig((ip, port), alt_ip, alt_port, config.software,
                               config.mapped_address)
             )  # fmt: skip
-            endpoints = binding.config.endpoints()
-            for endpoint in endpoints:
-                bindings.setdefault(endpoint, binding)
-            for s in socks:
-                udp_socks.append(s)
-                info.udp.append(local_address(s))
-            groups.append((endpoints, binding))
+            bound.udp.extend(socks)
+            bound.groups.append((binding.config.endpoints(), binding))
+        if config.tls_enabled:
+            tls_port = config.tls_port if config.tls_port is not None else DEFAULT_TLS_PORT
+            for endpoints, binding in bound.groups:
+                bound.tls.append((source.tcp(endpoints[0][0], tls_port), binding))
     except OSError as exc:
-        for s in udp_socks + stream_socks:
-            s.close()
+        bound.close()
         raise OSError(exc.errno, f"cannot bind: {exc.strerror}") from None
+    return bound
 
-    ssl_context = make_ssl_context(config) if config.tls_enabled else None
-    tls = TlsContext(ssl_context)
+
+def resolved_config(config: Config, bound: Listeners) -> Config:
+    """``config`` with the port numbers the kernel picked for port 0, so that binding
+    it again gives the same addresses (the other members of an SO_REUSEPORT group)."""
+    listen = tuple(endpoints[0] for endpoints, _ in bound.groups)
+    alt_port = bound.groups[0][1].config.alt_port if bound.groups else config.alt_port
+    tls_port = local_address(bound.tls[0][0])[1] if bound.tls else config.tls_port
+    return replace(config, listen=listen, alt_port=alt_port, tls_port=tls_port)
+
+
+async def serve(
+    config: Config,
+    *,
+    clock: Callable[[], float] = time.time,
+    sockets: SocketSource | None = None,
+    nonce_key: bytes | None = None,
+    ledger: AllocationLedger | None = None,
+    task_status: trio.TaskStatus[ServerInfo] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run the server until cancelled. ``clock`` is the wall clock the core is given.
+    A worker process passes the sockets it inherited, the nonce key every worker
+    shares and the host's allocation ledger (``net/workers.py``)."""
+    metrics = Metrics()
+    info = ServerInfo(metrics=metrics)
+    relays = RelaySockets()
+    bound = bind_listeners(config, sockets)
+    udp_socks = bound.udp
+    bindings: dict[Address, BindingService] = {}
+    for endpoints, binding in bound.groups:
+        for endpoint in endpoints:
+            bindings.setdefault(endpoint, binding)
+    info.udp.extend(local_address(s) for s in udp_socks)
     stream_listeners: list[tuple[trio.SocketListener, ssl.SSLContext | None]] = []
     admin_listeners: list[trio.SocketListener] = []
     try:
-        tcp_by_address = {local_address(sock): sock for sock in stream_socks}
-        for endpoints, binding in groups:
+        ssl_context = make_ssl_context(config) if config.tls_enabled else None
+        tls = TlsContext(ssl_context)
+        tcp_by_address = {local_address(sock): sock for sock in bound.tcp}
+        for endpoints, _ in bound.groups:
             if config.tcp:
                 for ep in endpoints:
                     sock = tcp_by_address.pop(ep)
                     listener = trio.SocketListener(trio.socket.from_stdlib_socket(sock))
                     stream_listeners.append((listener, None))
                     info.tcp.append(ep)
-            if ssl_context is not None:
-                tls_port = config.tls_port if config.tls_port is not None else 5349
-                for listener in await trio.open_tcp_listeners(tls_port, host=endpoints[0][0]):
-                    stream_listeners.append((listener, ssl_context))
-                    addr = local_address(listener.socket)
-                    info.tls.append(addr)
-                    bindings.setdefault(addr, binding)
+        for sock, binding in bound.tls:
+            listener = trio.SocketListener(trio.socket.from_stdlib_socket(sock))
+            stream_listeners.append((listener, ssl_context))
+            addr = local_address(sock)
+            info.tls.append(addr)
+            bindings.setdefault(addr, binding)
         turn = (
-            make_turn(config, relays, metrics.counters, list(bindings))
+            make_turn(config, relays, metrics.counters, list(bindings), nonce_key=nonce_key,
+                      ledger=ledger)
             if config.turn_enabled else None
         )  # fmt: skip
         server = Server(bindings, turn, counters=metrics.counters, software=config.software)
@@ -392,8 +462,8 @@ async def serve(
             s.close()
         for listener, _ in stream_listeners:
             listener.socket.close()
-        for sock in stream_socks:
-            sock.close()
+        bound.close()
 
 
-__all__ = ["ServerInfo", "serve", "turn_settings"]
+__all__ = ["Listeners", "ServerInfo", "SocketSource", "bind_listeners", "resolved_config",
+           "serve", "turn_settings"]
