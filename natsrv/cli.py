@@ -8,6 +8,7 @@ the problem; 3 classify was inconclusive; 1 any other failure.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
@@ -44,6 +45,7 @@ def run_serve(args: argparse.Namespace, argv: Sequence[str] = ()) -> int:
     """``natsrv serve``; ``argv`` are its arguments (given again to worker processes)."""
     from . import daemon, logs
     from .fdlimit import SPARE_FILES, raise_nofile_limit
+    from .net.workers import WORKER_ENV
     from .userdb import UserDbError
 
     try:
@@ -51,12 +53,14 @@ def run_serve(args: argparse.Namespace, argv: Sequence[str] = ()) -> int:
     except ConfigError as exc:
         return _usage_problem(f"config: {exc}")
     logs.configure(config.log_level, config.log_format)
-    # One relay socket per allocation and one descriptor per TCP/TLS client.
-    raise_nofile_limit(
-        (config.max_allocations if config.turn_enabled else 0)
-        + (config.tcp_max_connections if config.tcp or config.tls_enabled else 0)
-        + SPARE_FILES
-    )
+    # One relay socket per allocation and one descriptor per TCP/TLS client (a worker
+    # process has its parent's limit, raised and warned about there).
+    if WORKER_ENV not in os.environ:
+        raise_nofile_limit(
+            (config.max_allocations if config.turn_enabled else 0)
+            + (config.tcp_max_connections if config.tcp or config.tls_enabled else 0)
+            + SPARE_FILES
+        )
     try:
         return daemon.run(config, lambda: config_from_args(args), argv)
     except UserDbError as exc:

@@ -249,6 +249,10 @@ class WorkerSetup:
             data: Any = None
             if what == "metrics":
                 data = family_data(Collector(info.metrics, lambda: info.server))
+            elif what == "refuse":  # draining comes next: no new allocation from now on
+                if info.server is not None and info.server.turn is not None:
+                    info.server.turn.draining = True
+                data = True
             elif what == "sessions":
                 turn = info.server.turn if info.server is not None else None
                 data = turn.sessions(time.time()) if turn is not None else []
@@ -272,6 +276,14 @@ def worker_setup() -> WorkerSetup | None:
             raise SystemExit("natsrv: worker: the parent went away before the set-up")
         data += chunk
     setup = json.loads(data)
+    slot = int(setup["slot"])
+
+    def name_the_worker(record: logging.LogRecord) -> bool:
+        record.msg = f"worker {slot}: {record.msg}"
+        return True
+
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(name_the_worker)
     overrides = {
         "listen": tuple((ip, port) for ip, port in setup["listen"]),
         "alt_port": setup["alt_port"], "tls_port": setup["tls_port"],
@@ -326,6 +338,7 @@ class Supervisor:
         self.summed = SummedCollector(self._own_families)
         self.sessions: list[dict[str, Any]] = []
         self.admin_listeners: list[trio.SocketListener] = []
+        self.nursery: trio.Nursery | None = None
 
     # -- one worker slot --------------------------------------------------------------
     async def _spawn(self, slot: _Slot) -> tuple[trio.Process, _Lines, _Lines]:
@@ -362,6 +375,8 @@ class Supervisor:
                     self._fail(1)
                     return
                 slot.process, slot.lines = process, ctl
+                if self.draining or self.stopping:  # a signal came while it was starting
+                    os.kill(process.pid, signal.SIGINT if self.stopping else signal.SIGTERM)
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._answer_quota, slot, quota)
                     nursery.start_soon(self._await_ready, slot, ctl)
@@ -495,9 +510,18 @@ class Supervisor:
                     pass
 
     def drain(self) -> None:
-        if self.draining or self.stopping:
+        """The first SIGTERM (or ``POST /drain``): every worker drains."""
+        if self.draining or self.stopping or self.nursery is None:
             return
         self.draining = True
+        self.all_ready.set()  # nothing more to wait for
+        self.nursery.start_soon(self._drain_workers)
+
+    async def _drain_workers(self) -> None:
+        # Every worker refuses new allocations before any says it drains; then SIGTERM
+        # drains each as it would drain one process (log lines, drain-timeout, exit 0).
+        for slot in self.slots:
+            await self._ask(slot, "refuse")
         notify("STOPPING=1")
         log.info("draining: every worker refuses new allocations and stops when its last "
                  "one ends (at most %g s)", self.config.drain_timeout)  # fmt: skip
@@ -506,6 +530,7 @@ class Supervisor:
     async def _stop(self, scope: trio.CancelScope) -> None:
         self.stopping = True
         self._signal_all(signal.SIGINT)
+        self.all_ready.set()
         await trio.sleep(STOP_TIMEOUT)
         log.warning("workers still running %g s after the stop: killing them", STOP_TIMEOUT)
         self._signal_all(signal.SIGKILL)
@@ -524,24 +549,31 @@ class Supervisor:
                 nursery.start_soon(self._stop, nursery.cancel_scope)
 
     # -- the whole ----------------------------------------------------------------------
-    async def run(self) -> int:
-        with trio.open_signal_receiver(*_FORWARDED) as signals:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._handle_signals, signals, nursery)
-                for slot in self.slots:
-                    nursery.start_soon(self._keep_running, slot)
-                with trio.move_on_after(START_TIMEOUT):
-                    await self.all_ready.wait()
-                if not self.all_ready.is_set():
-                    log.error("workers did not start within %g s", START_TIMEOUT)
-                    self._fail(1)
-                if self.failure is None and not self.stopping:
-                    self._started(nursery)
-                await self.all_exited.wait()
-                nursery.cancel_scope.cancel()
+    async def run(self, signals: Any) -> int:
+        async with trio.open_nursery() as nursery:
+            self.nursery = nursery
+            nursery.start_soon(self._handle_signals, signals, nursery)
+            for slot in self.slots:
+                nursery.start_soon(self._keep_running, slot)
+            with trio.move_on_after(START_TIMEOUT):
+                await self.all_ready.wait()
+            if not self.all_ready.is_set():
+                log.error("workers did not start within %g s", START_TIMEOUT)
+                self._fail(1)
+            if self.failure is None and not (self.stopping or self.draining):
+                self._started(nursery)
+            await self.all_exited.wait()
+            nursery.cancel_scope.cancel()
         return self.failure or 0
 
     def _started(self, nursery: trio.Nursery) -> None:
+        listeners = self.slots[0].listeners
+        for s in listeners.udp:
+            log.info("listening on udp %s:%d", *local_address(s))
+        for s in listeners.tcp:
+            log.info("listening on tcp %s:%d", *local_address(s))
+        for s, _ in listeners.tls:
+            log.info("listening on tls %s:%d", *local_address(s))
         workers = ", ".join(
             f"worker {s.index} pid {s.process.pid} relay ports {s.relay_ports[0]}-"
             f"{s.relay_ports[1]}" for s in self.slots if s.process is not None
@@ -566,6 +598,13 @@ async def supervise(config: Config, argv: Sequence[str]) -> int:
     status. ``argv`` are the ``natsrv serve`` arguments the workers get."""
     workers = config.worker_count
     sets: list[Listeners] = []
+    # Signals are taken from the start: one that came before would kill the parent.
+    with trio.open_signal_receiver(*_FORWARDED) as signals:
+        return await _supervise(config, argv, workers, sets, signals)
+
+
+async def _supervise(config: Config, argv: Sequence[str], workers: int,
+                     sets: list[Listeners], signals: Any) -> int:  # fmt: skip
     try:
         first = bind_listeners(config, SocketSource(reuse_port=True))
         sets.append(first)
@@ -578,14 +617,8 @@ async def supervise(config: Config, argv: Sequence[str]) -> int:
         if config.metrics_listen is not None:
             ip, port = config.metrics_listen
             supervisor.admin_listeners = await trio.open_tcp_listeners(port, host=ip)
-        for s in sets[0].udp:
-            log.info("listening on udp %s:%d", *local_address(s))
-        for s in sets[0].tcp:
-            log.info("listening on tcp %s:%d", *local_address(s))
-        for s, _ in sets[0].tls:
-            log.info("listening on tls %s:%d", *local_address(s))
         try:
-            return await supervisor.run()
+            return await supervisor.run(signals)
         finally:
             for lst in supervisor.admin_listeners:
                 lst.socket.close()
