@@ -286,6 +286,12 @@ def test_two_workers_share_one_host(tmp_path: Path) -> None:
         assert quota[0].allocate().cls == MessageClass.SUCCESS
         clients = [c for c in clients if holder[c.name] == 1] + [quota[0], quota[1]]
 
+        # SIGHUP reaches every worker (the replacement too): each reloads.
+        server.proc.send_signal(signal.SIGHUP)
+        reloaded = {server.wait_for(r"worker (\d): reloaded the configuration").group(1)
+                    for _ in workers}  # fmt: skip
+        assert reloaded == {"0", "1"}
+
         # SIGTERM drains every worker: live allocations relay on, new ones get 508,
         # and the parent exits 0 once the last allocation has gone.
         server.proc.send_signal(signal.SIGTERM)
