@@ -279,6 +279,8 @@ def worker_setup() -> WorkerSetup | None:
     slot = int(setup["slot"])
 
     def name_the_worker(record: logging.LogRecord) -> bool:
+        if str(record.msg).startswith("listening on "):
+            return False  # the parent names each listener once, when every worker is up
         record.msg = f"worker {slot}: {record.msg}"
         return True
 
