@@ -106,9 +106,10 @@ class HostLedger:
 
     def __init__(self, workers: int) -> None:
         self.per_slot: list[Counter[str]] = [Counter() for _ in range(workers)]
+        self.totals = [0] * workers
 
     def total(self) -> int:
-        return sum(sum(held.values()) for held in self.per_slot)
+        return sum(self.totals)
 
     def held(self, username: str) -> int:
         return sum(held[username] for held in self.per_slot)
@@ -120,16 +121,20 @@ class HostLedger:
         if self.held(username) + count > user_quota:
             return "user"
         self.per_slot[slot][username] += count
+        self.totals[slot] += count
         return None
 
     def release(self, slot: int, username: str, count: int) -> None:
         held = self.per_slot[slot]
-        held[username] -= min(count, held[username])
+        count = min(count, held[username])
+        held[username] -= count
+        self.totals[slot] -= count
         if held[username] <= 0:
             del held[username]
 
     def forget(self, slot: int) -> None:
         self.per_slot[slot].clear()
+        self.totals[slot] = 0
 
 
 class RemoteLedger:
@@ -256,7 +261,10 @@ class WorkerSetup:
             elif what == "sessions":
                 turn = info.server.turn if info.server is not None else None
                 data = turn.sessions(time.time()) if turn is not None else []
-            await lines.send({"id": request.get("id"), "data": data})
+            try:
+                await lines.send({"id": request.get("id"), "data": data})
+            except (trio.BrokenResourceError, OSError):
+                continue  # the next receive sees the parent gone
 
 
 def worker_setup() -> WorkerSetup | None:
@@ -434,20 +442,24 @@ class Supervisor:
                 return
             op = request.get("op")
             user = str(request.get("user", ""))
-            if op == "release":
-                ledger.release(slot.index, user, int(request.get("count", 1)))
-                continue
             answer: dict[str, Any] = {"id": request.get("id")}
-            if op == "acquire":
-                answer["refused"] = ledger.acquire(
-                    slot.index, user, int(request["count"]), int(request["quota"]),
-                    int(request["total"]),
-                )  # fmt: skip
-            else:
-                answer["held"] = ledger.held(user)
+            try:
+                if op == "release":
+                    ledger.release(slot.index, user, max(0, int(request["count"])))
+                    continue
+                if op == "acquire":
+                    answer["refused"] = ledger.acquire(
+                        slot.index, user, int(request["count"]), int(request["quota"]),
+                        int(request["total"]),
+                    )  # fmt: skip
+                else:
+                    answer["held"] = ledger.held(user)
+            except (KeyError, TypeError, ValueError):  # a bug in a worker, not in the parent
+                log.error("worker %d asked a malformed quota question", slot.index)
+                answer["refused"] = "total"
             try:
                 await quota.send(answer)
-            except (trio.BrokenResourceError, OSError):
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                 return
 
     def _fail(self, status: int) -> None:
@@ -475,7 +487,7 @@ class Supervisor:
                             return None
                         if answer.get("id") == slot.next_id:
                             return answer.get("data")
-                except (trio.BrokenResourceError, OSError, ValueError):
+                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError, ValueError):
                     return None
             log.warning("worker %d did not answer for %s in time", slot.index, what)
             return None
