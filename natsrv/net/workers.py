@@ -21,7 +21,9 @@ What a client sees never depends on which worker answers:
 * quotas: ``user-quota`` and ``max-allocations`` are checked and taken in one step by
   the parent (:class:`HostLedger`), asked over a socket on the Allocate path only (never
   per packet); a worker that dies gives back all it held. ``bandwidth`` is per
-  allocation, and an allocation lives in one worker.
+  allocation, and an allocation lives in one worker. ``unauth-global-rate`` (401s per
+  second from the whole server) is shared out, each worker answering its 1/N part;
+  ``unauth-rate`` is per source IP and worker (a source's ports may hash to several).
 
 Signals go to the parent and fan out: SIGHUP and SIGUSR2 reload in every worker (each
 re-reads the configuration as one process does), the first SIGTERM drains every worker,
@@ -229,8 +231,11 @@ class WorkerSetup:
 
     def apply(self, config: Config) -> Config:
         """``config`` (as read from the file and flags) as this worker serves it: the
-        parent's resolved ports, its slot's relay ports, no admin listener."""
-        return replace(config, **self.overrides)
+        parent's resolved ports, its slot's relay ports, no admin listener, and its
+        share of ``unauth-global-rate`` (so that the host answers no more 401s than
+        configured)."""
+        share = config.unauth_global_rate / self.workers
+        return replace(config, **self.overrides, unauth_global_rate=share)
 
     def serve_options(self) -> dict[str, Any]:
         return {"sockets": SocketSource(inherited=self.sockets), "nonce_key": self.nonce_key,
