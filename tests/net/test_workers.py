@@ -21,8 +21,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from natsrv.config import Config
 from natsrv.core.credentials import rest_credentials
-from natsrv.net.workers import HostLedger, relay_range
+from natsrv.net.workers import HostLedger, WorkerSetup, relay_range
 from natsrv.stun import Attr, Message, MessageClass, Method, ParseError, decode_untrusted
 from natsrv.stun.integrity import long_term_key
 
@@ -192,6 +193,19 @@ def test_host_ledger_counts_across_workers_and_forgets_a_dead_one() -> None:
     assert ledger.acquire(0, "r", 98, 100, 100) == "total"
     ledger.forget(1)
     assert ledger.held("q") == 1 and ledger.acquire(1, "q", 2, 3, 100) is None
+
+
+def test_a_worker_serves_its_share_of_the_configuration() -> None:
+    overrides = {"listen": ((IP, 3478),), "alt_port": None, "tls_port": None,
+                 "relay_ports": relay_range((50000, 50999), 2, 1), "metrics_listen": None,
+                 "workers": 1}  # fmt: skip
+    setup = WorkerSetup(slot=1, workers=2, nonce_key=b"k" * 32, sockets=[], ctl=None,
+                        ledger=None, overrides=overrides)  # type: ignore[arg-type]
+    config = setup.apply(Config(listen=((IP, 0),), metrics_listen=(IP, 9641),
+                                unauth_global_rate=300.0, relay_ports=(50000, 50999)))
+    assert config.relay_ports == (50500, 50999) and config.listen == ((IP, 3478),)
+    assert config.metrics_listen is None and config.worker_count == 1
+    assert config.unauth_global_rate == 150.0  # the host answers no more than configured
 
 
 def test_two_workers_share_one_host(tmp_path: Path) -> None:
