@@ -368,14 +368,24 @@ class Supervisor:
                 [sys.executable, "-m", "natsrv", "serve", *self.argv],
                 pass_fds=[*fds, ctl_child.fileno(), quota_child.fileno()], env=env,
             )  # fmt: skip
+        except BaseException:
+            ctl_parent.close()
+            quota_parent.close()
+            raise
         finally:
             ctl_child.close()
             quota_child.close()
         ctl = _Lines(trio.SocketStream(trio.socket.from_stdlib_socket(ctl_parent)))
         quota = _Lines(trio.SocketStream(trio.socket.from_stdlib_socket(quota_parent)))
-        await ctl.send({**self.handshake, "slot": slot.index, "fds": fds,
-                        "quota_fd": quota_fd,
-                        "relay_ports": list(slot.relay_ports)})  # fmt: skip
+        try:
+            await ctl.send({**self.handshake, "slot": slot.index, "fds": fds,
+                            "quota_fd": quota_fd,
+                            "relay_ports": list(slot.relay_ports)})  # fmt: skip
+        except BaseException:
+            process.kill()
+            ctl_parent.close()
+            quota_parent.close()
+            raise
         return process, ctl, quota
 
     async def _keep_running(self, slot: _Slot) -> None:
