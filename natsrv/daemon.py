@@ -121,9 +121,22 @@ def run(config: Config, reload_config: Callable[[], Config], argv: Sequence[str]
         async with trio.open_nursery() as nursery:
             with trio.open_signal_receiver(*_SIGNALS) as signals:
                 info: ServerInfo = await nursery.start(partial(serve, config, **options))
-                if setup is not None:
-                    nursery.start_soon(setup.serve_control, info, nursery.cancel_scope)
                 draining = False
+
+                def drain() -> None:
+                    """The first SIGTERM (or, in a worker, the parent's word)."""
+                    nonlocal draining
+                    if draining:
+                        return
+                    draining = True
+                    log.info("SIGTERM: draining for at most %g s (another SIGTERM or "
+                             "SIGINT stops at once)", config.drain_timeout)  # fmt: skip
+                    info.drain()
+                    nursery.start_soon(_stop_when_drained, info, config.drain_timeout,
+                                       nursery.cancel_scope)  # fmt: skip
+
+                if setup is not None:
+                    nursery.start_soon(setup.serve_control, info, nursery.cancel_scope, drain)
                 async for signum in signals:
                     name = signal.Signals(signum).name
                     if signum == signal.SIGHUP:
@@ -133,12 +146,7 @@ def run(config: Config, reload_config: Callable[[], Config], argv: Sequence[str]
                     elif signum == signal.SIGUSR1:
                         log.info("SIGUSR1 ignored (SIGHUP reloads, SIGUSR2 reloads TLS)")
                     elif signum == signal.SIGTERM and not draining:
-                        draining = True
-                        log.info("SIGTERM: draining for at most %g s (another SIGTERM or "
-                                 "SIGINT stops at once)", config.drain_timeout)  # fmt: skip
-                        info.drain()
-                        nursery.start_soon(_stop_when_drained, info, config.drain_timeout,
-                                           nursery.cancel_scope)  # fmt: skip
+                        drain()
                     else:
                         log.info("stopping on %s", name)
                         nursery.cancel_scope.cancel()

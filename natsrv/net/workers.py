@@ -49,7 +49,7 @@ import socket
 import sys
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -241,9 +241,11 @@ class WorkerSetup:
         return {"sockets": SocketSource(inherited=self.sockets), "nonce_key": self.nonce_key,
                 "ledger": self.ledger}  # fmt: skip
 
-    async def serve_control(self, info: ServerInfo, stop: trio.CancelScope) -> None:
-        """Tell the parent this worker is ready, then answer its questions; stop when
-        the parent is gone."""
+    async def serve_control(
+        self, info: ServerInfo, stop: trio.CancelScope, drain: Callable[[], None]
+    ) -> None:
+        """Tell the parent this worker is ready, then answer its questions and do what
+        it says (``drain``: what the first SIGTERM does); stop when the parent is gone."""
         lines = _Lines(trio.SocketStream(trio.socket.from_stdlib_socket(self.ctl)))
         await lines.send({"ready": os.getpid()})
         while True:
@@ -262,6 +264,9 @@ class WorkerSetup:
             elif what == "refuse":  # draining comes next: no new allocation from now on
                 if info.server is not None and info.server.turn is not None:
                     info.server.turn.draining = True
+                data = True
+            elif what == "drain":  # a SIGTERM sent to this worker as well drains it once
+                drain()
                 data = True
             elif what == "sessions":
                 turn = info.server.turn if info.server is not None else None
@@ -293,7 +298,7 @@ def worker_setup() -> WorkerSetup | None:
 
     def name_the_worker(record: logging.LogRecord) -> bool:
         if str(record.msg).startswith("listening on "):
-            return False  # the parent names each listener once, when every worker is up
+            return False  # the parent names each listener once
         record.msg = f"worker {slot}: {record.msg}"
         return True
 
@@ -547,14 +552,18 @@ class Supervisor:
         self.nursery.start_soon(self._drain_workers)
 
     async def _drain_workers(self) -> None:
-        # Every worker refuses new allocations before any says it drains; then SIGTERM
-        # drains each as it would drain one process (log lines, drain-timeout, exit 0).
+        # Every worker refuses new allocations before any says it drains; then each
+        # drains as one process does on SIGTERM (log lines, drain-timeout, exit 0). The
+        # word goes over the control socket, not as a signal: a worker that got SIGTERM
+        # too (a signal to the process group) must not take the parent's as a second.
         for slot in self.slots:
             await self._ask(slot, "refuse")
         notify("STOPPING=1")
         log.info("draining: every worker refuses new allocations and stops when its last "
                  "one ends (at most %g s)", self.config.drain_timeout)  # fmt: skip
-        self._signal_all(signal.SIGTERM)
+        for slot in self.slots:
+            if await self._ask(slot, "drain") is None and slot.process is not None:
+                os.kill(slot.process.pid, signal.SIGTERM)  # not answering: the signal
 
     async def _stop(self, scope: trio.CancelScope) -> None:
         self.stopping = True
@@ -596,13 +605,6 @@ class Supervisor:
         return self.failure or 0
 
     def _started(self, nursery: trio.Nursery) -> None:
-        listeners = self.slots[0].listeners
-        for s in listeners.udp:
-            log.info("listening on udp %s:%d", *local_address(s))
-        for s in listeners.tcp:
-            log.info("listening on tcp %s:%d", *local_address(s))
-        for s, _ in listeners.tls:
-            log.info("listening on tls %s:%d", *local_address(s))
         workers = ", ".join(
             f"worker {s.index} pid {s.process.pid} relay ports {s.relay_ports[0]}-"
             f"{s.relay_ports[1]}" for s in self.slots if s.process is not None
@@ -643,6 +645,13 @@ async def _supervise(config: Config, argv: Sequence[str], workers: int,
         if config.tls_enabled:
             make_ssl_context(config)  # a certificate that does not load: one line, exit 2
         supervisor = Supervisor(config, argv, sets)
+        # Bound: the kernel queues what comes before the workers read it.
+        for s in sets[0].udp:
+            log.info("listening on udp %s:%d", *local_address(s))
+        for s in sets[0].tcp:
+            log.info("listening on tcp %s:%d", *local_address(s))
+        for s, _ in sets[0].tls:
+            log.info("listening on tls %s:%d", *local_address(s))
         if config.metrics_listen is not None:
             ip, port = config.metrics_listen
             supervisor.admin_listeners = await trio.open_tcp_listeners(port, host=ip)
