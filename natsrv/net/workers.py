@@ -565,7 +565,7 @@ class Supervisor:
             if await self._ask(slot, "drain") is None and slot.process is not None:
                 os.kill(slot.process.pid, signal.SIGTERM)  # not answering: the signal
 
-    async def _stop(self, scope: trio.CancelScope) -> None:
+    async def _stop(self) -> None:
         self.stopping = True
         self._signal_all(signal.SIGINT)
         self.all_ready.set()
@@ -584,7 +584,7 @@ class Supervisor:
                 self.drain()
             elif not self.stopping:
                 log.info("stopping on %s", signal.Signals(signum).name)
-                nursery.start_soon(self._stop, nursery.cancel_scope)
+                nursery.start_soon(self._stop)
 
     # -- the whole ----------------------------------------------------------------------
     async def run(self, signals: Any) -> int:
