@@ -5,7 +5,8 @@ processes; coturn 4.17.1 and Debian's coturn 4.6.1, each with N relay threads), 
 script starts the server with TURN credentials and a loopback relay, waits until it
 answers Bindings from many source ports (so that every worker of an SO_REUSEPORT group
 is up), and measures, with N load generators side by side (each its own process, its
-own source sockets and allocations, so the kernel's hash spreads them over the workers):
+own source sockets and allocations, so the kernel's hash spreads them over the workers;
+on a host too small for that, one generator for every N):
 
 1. Binding responses/s: ``stunload sat`` (benchmarks/stunload.c), summed over the
    generators;
@@ -59,6 +60,7 @@ class Run:
     server: str
     workers: int
     placement: str
+    generators: int = 1
     binding_per_s: float | None = None
     relay_per_s: dict[int, float] = field(default_factory=dict)
     error: str | None = None
@@ -125,9 +127,12 @@ def generate(exe: Path, cpus: str, mode: str, target: str, options: list[str], c
 
 
 def bench(name: str, n: int, args: argparse.Namespace, tools: dict[str, Path]) -> Run:
-    generators = args.generators or n
+    # The generators busy-poll, each a whole CPU: N of them on cores of their own when
+    # the host has them; sharing the server's cores, one for every N, so that each N
+    # gets the same load.
+    generators = args.generators or (n if len(os.sched_getaffinity(0)) >= 2 * n + 1 else 1)
     server_cpus, load_cpus, where = placement(n, generators)
-    run = Run(name, n, where)
+    run = Run(name, n, where, generators)
     ip = args.ip
     port = bl.free_port(ip)
     target = f"{ip}:{port}"
@@ -170,11 +175,11 @@ def bench(name: str, n: int, args: argparse.Namespace, tools: dict[str, Path]) -
 
 
 def print_table(runs: list[Run], sizes: list[int]) -> None:
-    head = ["server", "N", "Binding/s", *[f"relay {s} B/s" for s in sizes], "placement"]
+    head = ["server", "N", "gen", "Binding/s", *[f"relay {s} B/s" for s in sizes], "placement"]
     rows = [head]
     for r in runs:
         rows.append([
-            r.server, str(r.workers), bl.fmt(r.binding_per_s, ",.0f"),
+            r.server, str(r.workers), str(r.generators), bl.fmt(r.binding_per_s, ",.0f"),
             *[bl.fmt(r.relay_per_s.get(s), ",.0f") for s in sizes],
             r.error or r.placement,
         ])  # fmt: skip
@@ -188,7 +193,7 @@ def main() -> int:
     parser.add_argument("--workers", default="1,2", help="N values, comma-separated")
     parser.add_argument("--only", default=",".join(SERVERS), help="servers, comma-separated")
     parser.add_argument("--generators", type=int, default=0,
-                        help="load generator processes (0: N of them)")  # fmt: skip
+                        help="load generator processes (0: N with 2N+1 CPUs, else 1)")  # fmt: skip
     parser.add_argument("--duration", type=float, default=2.0, help="seconds per phase")
     parser.add_argument("--warmup", type=float, default=0.5, help="seconds before measuring")
     parser.add_argument("--sizes", type=tl.parse_sizes, default="100,1000", help="bytes")
@@ -221,13 +226,14 @@ def main() -> int:
         if cpus < 2 * n + 1:
             bl.note(f"this host has {cpus} CPUs, fewer than 2N+1 = {2 * n + 1} for N = {n}: "
                     "server and load generators share the CPUs")  # fmt: skip
-    runs = [bench(name, n, args, tools) for n in ns for name in names]
+    runs = [bench(name, n, args, tools) for name in names for n in ns]  # N side by side
     if args.json:
         print(json.dumps({
             "machine": bl.machine_info(),
             "config": {k: getattr(args, k) for k in ("duration", "warmup", "sizes",
                                                      "allocations", "generators")},
             "runs": [{"server": r.server, "workers": r.workers, "placement": r.placement,
+                      "generators": r.generators,
                       "binding_per_s": r.binding_per_s, "relay_per_s": r.relay_per_s,
                       "error": r.error} for r in runs],
         }, indent=2))  # fmt: skip
