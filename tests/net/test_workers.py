@@ -298,6 +298,10 @@ def test_two_workers_share_one_host(tmp_path: Path) -> None:
         assert len(sessions) == len(on[1]) - 2 + 1  # b0's slot went to the quota user
         # What the dead worker held is given back: "q" holds one (on worker 1) again.
         assert quota[0].allocate().cls == MessageClass.SUCCESS
+        # ... by the replacement, with the dead worker's relay ports.
+        assert quota[0].relay is not None and lo0 <= quota[0].relay[1] <= hi0
+        assert sessions_by_client(base)[quota[0].name]["worker"] == 0
+        assert "natsrv_worker_restarts_total 1.0" in admin(base, "/metrics")
         clients = [c for c in clients if holder[c.name] == 1] + [quota[0], quota[1]]
 
         # SIGHUP reaches every worker (the replacement too): each reloads.
