@@ -83,6 +83,11 @@ def _oserror_line(exc: OSError) -> str:
     return text
 
 
+def _leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    first = group.exceptions[0]
+    return _leaf(first) if isinstance(first, BaseExceptionGroup) else first
+
+
 def _first_oserror(exc: BaseException) -> OSError | None:
     if isinstance(exc, OSError):
         return exc
@@ -159,6 +164,12 @@ def run(config: Config, reload_config: Callable[[], Config], argv: Sequence[str]
     except (OSError, BaseExceptionGroup) as exc:
         found = _first_oserror(exc)
         if found is None:
+            from .userdb import UserDbError
+
+            if isinstance(exc, BaseExceptionGroup):
+                problem = exc.subgroup(UserDbError)
+                if problem is not None:  # one line from the CLI, not a traceback
+                    raise _leaf(problem) from None
             raise
         print(f"natsrv: {_oserror_line(found)}", file=sys.stderr)
         return EXIT_USAGE if found.errno in (errno.EADDRINUSE, errno.EADDRNOTAVAIL,

@@ -66,6 +66,7 @@ from .serve import (
     ServerInfo,
     SocketSource,
     bind_listeners,
+    credential_store,
     make_ssl_context,
     resolved_config,
 )
@@ -644,6 +645,8 @@ async def _supervise(config: Config, argv: Sequence[str], workers: int,
             sets.append(bind_listeners(resolved, SocketSource(reuse_port=True)))
         if config.tls_enabled:
             make_ssl_context(config)  # a certificate that does not load: one line, exit 2
+        if config.turn_enabled:
+            credential_store(config)  # a user database that does not open: the same
         supervisor = Supervisor(config, argv, sets)
         # Bound: the kernel queues what comes before the workers read it.
         for s in sets[0].udp:

@@ -328,3 +328,15 @@ def test_two_workers_share_one_host(tmp_path: Path) -> None:
         peer.close()
         for c in everyone:
             c.sock.close()
+
+
+def test_a_start_up_problem_is_one_line_and_exit_2_with_workers(tmp_path: Path) -> None:
+    for workers in ("1", "2"):
+        done = subprocess.run(
+            [sys.executable, "-m", "natsrv", "serve", "--listen", f"{IP}:0", "--relay-ip", IP,
+             "--workers", workers, "--user-db", str(tmp_path / "missing" / "users.sqlite")],
+            capture_output=True, text=True, timeout=30, cwd=tmp_path,
+        )  # fmt: skip
+        lines = [ln for ln in done.stderr.splitlines() if ln.startswith("natsrv:")]
+        assert done.returncode == 2 and len(lines) == 1, done.stderr
+        assert "Traceback" not in done.stderr and "user-db" in lines[0]
