@@ -47,7 +47,7 @@ BIN_DIR = HERE / "bin"
 COMMON_HEADER = HERE / "loadcommon.h"
 MAGIC = 0x2112A442
 ALL_SERVERS = ("coturn", "natsrv", "python", "c-echo")
-DEFAULT_NATSRV_CMD = "{python} -m natsrv serve --listen {listen} --log-level warning"
+DEFAULT_NATSRV_CMD = "{python} -m natsrv serve --listen {listen} --workers 1 --log-level warning"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -237,9 +237,12 @@ def wait_quiet(cpus: list[int], max_wait: float, threshold: float) -> float:
 # ---------------------------------------------------------------- servers
 
 
-def coturn_command(executable: str, ip: str, port: int, *extra: str) -> list[str]:
-    """coturn with one relay thread, UDP only, loopback only, no CLI, RFC 5780 off (it
-    needs two addresses), its pid file and user database in ``{tmp}``; plus ``extra``."""
+def coturn_command(
+    executable: str, ip: str, port: int, *extra: str, relay_threads: int = 1
+) -> list[str]:
+    """coturn with one relay thread (or ``relay_threads``), UDP only, loopback only, no
+    CLI, RFC 5780 off (it needs two addresses), its pid file and user database in
+    ``{tmp}``; plus ``extra``."""
     turnserver = shutil.which(executable)
     if turnserver is None:
         raise BenchError(f"{executable!r} not found (apt-get install coturn)")
@@ -248,7 +251,7 @@ def coturn_command(executable: str, ip: str, port: int, *extra: str) -> list[str
         "-n",  # no configuration file
         "--listening-ip", ip,
         "--listening-port", str(port),
-        "--relay-threads", "1",
+        "--relay-threads", str(relay_threads),
         "--no-rfc5780",
         "--no-tls",
         "--no-dtls",

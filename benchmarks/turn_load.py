@@ -51,7 +51,7 @@ SERVERS = ("coturn", "natsrv")
 DEFAULT_NATSRV_CMD = (
     "{python} -m natsrv serve --listen {listen} --no-tcp --relay-ip {ip} "
     "--realm {realm} --user {user}:{password} --allow-peer 127.0.0.0/8 "
-    "--max-allocations 100000 --user-quota 100000 --log-level warning"
+    "--max-allocations 100000 --user-quota 100000 --workers 1 --log-level warning"
 )
 #: Targets from the TURN issue: natsrv/coturn ratios (RSS: at most, the others: at least).
 TARGETS = {"relay": 0.5, "alloc": 1.0, "rss": 1.0}
@@ -71,6 +71,7 @@ def server_command(name: str, args: argparse.Namespace, ip: str, port: int) -> l
             "--user", f"{USER}:{args.password}",
             "--realm", REALM,
             "--allow-loopback-peers",
+            relay_threads=getattr(args, "relay_threads", 1),
         )  # fmt: skip
     if name == "natsrv":
         return [part.format(**values) for part in shlex.split(args.natsrv_cmd)]

@@ -109,8 +109,9 @@ def sessions_main(argv: Sequence[str]) -> int:
 
     table = Table(title=f"{len(sessions)} allocations",
                   box=box.ASCII if args.ascii or not sys.stdout.isatty() else box.SQUARE)
+    workers = any("worker" in s for s in sessions)  # a server with --workers above 1
     for column in ("user", "client", "relays", "peers", "channels", "age", "left",
-                   "to peer", "to client"):  # fmt: skip
+                   "to peer", "to client", *(["worker"] if workers else [])):  # fmt: skip
         table.add_column(column)
     for s in sessions:
         table.add_row(
@@ -119,6 +120,7 @@ def sessions_main(argv: Sequence[str]) -> int:
             str(len(s["channels"])), f"{s['age_s']:.0f} s", f"{s['lifetime_left_s']:.0f} s",
             f"{s['to_peer']['packets']} pkt / {s['to_peer']['bytes']} B",
             f"{s['to_client']['packets']} pkt / {s['to_client']['bytes']} B",
+            *([f"{s.get('worker')} (pid {s.get('worker_pid')})"] if workers else []),
         )  # fmt: skip
     Console(width=160).print(table)
     return 0

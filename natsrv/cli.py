@@ -8,6 +8,7 @@ the problem; 3 classify was inconclusive; 1 any other failure.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
@@ -40,9 +41,11 @@ def config_from_args(args: argparse.Namespace) -> Config:
     return build_config(file_values, values_from_flags(args))
 
 
-def run_serve(args: argparse.Namespace) -> int:
+def run_serve(args: argparse.Namespace, argv: Sequence[str] = ()) -> int:
+    """``natsrv serve``; ``argv`` are its arguments (given again to worker processes)."""
     from . import daemon, logs
     from .fdlimit import SPARE_FILES, raise_nofile_limit
+    from .net.workers import WORKER_ENV
     from .userdb import UserDbError
 
     try:
@@ -50,14 +53,16 @@ def run_serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         return _usage_problem(f"config: {exc}")
     logs.configure(config.log_level, config.log_format)
-    # One relay socket per allocation and one descriptor per TCP/TLS client.
-    raise_nofile_limit(
-        (config.max_allocations if config.turn_enabled else 0)
-        + (config.tcp_max_connections if config.tcp or config.tls_enabled else 0)
-        + SPARE_FILES
-    )
+    # One relay socket per allocation and one descriptor per TCP/TLS client (a worker
+    # process has its parent's limit, raised and warned about there).
+    if WORKER_ENV not in os.environ:
+        raise_nofile_limit(
+            (config.max_allocations if config.turn_enabled else 0)
+            + (config.tcp_max_connections if config.tcp or config.tls_enabled else 0)
+            + SPARE_FILES
+        )
     try:
-        return daemon.run(config, lambda: config_from_args(args))
+        return daemon.run(config, lambda: config_from_args(args), argv)
     except UserDbError as exc:
         return _usage_problem(str(exc))
 
@@ -122,7 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return commands[argv[0]](argv[1:])
     args = parser.parse_args(argv)
     if args.command == "serve":
-        return run_serve(args)
+        return run_serve(args, argv[1:])
     if args.command == "credentials":
         return run_credentials(args)
     parser.error(f"unknown command {args.command}")

@@ -260,6 +260,22 @@ def _bool(key: str, value: Any) -> bool:
     raise ConfigError(key, f"expected true or false, got {value!r}")
 
 
+#: The most worker processes ``workers`` accepts.
+MAX_WORKERS = 256
+
+
+def _workers(key: str, value: Any) -> int | None:
+    """``auto`` (None: one per CPU this process may run on), or a whole number."""
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return None
+    return _whole(key, value, "a number of workers or auto")
+
+
+def available_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask, not the host's count)."""
+    return len(os.sched_getaffinity(0)) or 1
+
+
 # -- Checks: bounds on the typed value; a problem, or None -----------------------------------
 Check = Callable[[Any], "str | None"]
 
@@ -354,6 +370,10 @@ def _show_ips(value: tuple[str, ...]) -> list[str]:
 
 def _show_users(users: tuple[tuple[str, str], ...]) -> list[str]:
     return [f"{name}:{password}" for name, password in users]
+
+
+def _show_workers(workers: int | None) -> str | int:
+    return "auto" if workers is None else workers
 
 
 def _show_networks(networks: tuple[Network, ...]) -> list[str]:
@@ -591,6 +611,12 @@ class Config:
         30.0, "drain-timeout", parse_seconds,
         "after the first SIGTERM, how long existing allocations may run on",
         metavar="SECONDS", unit="seconds", check=_seconds_at_least(0))
+    workers: int | None = setting(
+        None, "workers", _workers,
+        "worker processes sharing the listening sockets (one `SO_REUSEPORT` group the "
+        "parent owns); `auto`: one per CPU this process may run on; 1: a single process",
+        metavar="N|auto", check=_count_within(1, MAX_WORKERS, "workers"), show=_show_workers,
+        default_text="auto (the CPUs this process may run on)", example='"auto"')
     user_db: str | None = setting(
         None, "user-db", parse_text,
         "SQLite user database (`natsrv user add`); changes apply on the next request",
@@ -706,6 +732,11 @@ class Config:
     def tls_enabled(self) -> bool:
         return self.tls_cert is not None
 
+    @property
+    def worker_count(self) -> int:
+        """How many worker processes ``workers`` means here (``auto`` resolved)."""
+        return min(available_cpus(), MAX_WORKERS) if self.workers is None else self.workers
+
     def validate(self) -> Config:
         """Every setting's check, then the rules between settings. Returns ``self``."""
         for s in SETTINGS:
@@ -749,6 +780,10 @@ class Config:
                 raise ConfigError("relay-ip",
                                   f"a wildcard relay address ({ip}) needs an --external-ip "
                                   "of its family")  # fmt: skip
+        low, high = self.relay_ports
+        if self.turn_enabled and high - low + 1 < self.worker_count:
+            raise ConfigError("workers", f"{self.worker_count} workers need at least as many "
+                              f"relay ports, and relay-ports has {high - low + 1}")
         return self
 
 

@@ -26,8 +26,9 @@ import signal
 import socket
 import ssl
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
+from functools import partial
 from typing import TYPE_CHECKING
 
 import trio
@@ -83,6 +84,11 @@ def _oserror_line(exc: OSError) -> str:
     return text
 
 
+def _leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    first = group.exceptions[0]
+    return _leaf(first) if isinstance(first, BaseExceptionGroup) else first
+
+
 def _first_oserror(exc: BaseException) -> OSError | None:
     if isinstance(exc, OSError):
         return exc
@@ -94,23 +100,49 @@ def _first_oserror(exc: BaseException) -> OSError | None:
     return None
 
 
-def run(config: Config, reload_config: Callable[[], Config]) -> int:
+def run(config: Config, reload_config: Callable[[], Config], argv: Sequence[str] = ()) -> int:
     """Serve ``config`` until stopped; ``reload_config`` reads the configuration anew
-    (SIGHUP). Returns the process's exit status."""
+    (SIGHUP). Returns the process's exit status. With ``workers`` above 1 this process
+    is the parent of that many workers (``net/workers.py``), each started with the
+    ``natsrv serve`` arguments ``argv``; a worker serves as one process does, on the
+    sockets its parent gave it."""
+    from .net import workers
     from .net.serve import serve
 
-    log.info("natsrv %s starting", __version__)
-    for warning in startup_warnings(config):
-        log.warning("%s", warning)
-    if not config.turn_enabled:
-        log.info("TURN is off: no credential source (users, user-db, auth-secret) is "
-                 "configured, so this is a STUN server only")  # fmt: skip
+    setup = workers.worker_setup()
+    if setup is not None:
+        config = setup.apply(config)
+        reload_worker = reload_config
+        reload_config = lambda: setup.apply(reload_worker())  # noqa: E731
+    else:
+        log.info("natsrv %s starting", __version__)
+        for warning in startup_warnings(config):
+            log.warning("%s", warning)
+        if not config.turn_enabled:
+            log.info("TURN is off: no credential source (users, user-db, auth-secret) is "
+                     "configured, so this is a STUN server only")  # fmt: skip
+    options = setup.serve_options() if setup is not None else {}
 
     async def main() -> None:
         async with trio.open_nursery() as nursery:
             with trio.open_signal_receiver(*_SIGNALS) as signals:
-                info: ServerInfo = await nursery.start(serve, config)
+                info: ServerInfo = await nursery.start(partial(serve, config, **options))
                 draining = False
+
+                def drain() -> None:
+                    """The first SIGTERM (or, in a worker, the parent's word)."""
+                    nonlocal draining
+                    if draining:
+                        return
+                    draining = True
+                    log.info("SIGTERM: draining for at most %g s (another SIGTERM or "
+                             "SIGINT stops at once)", config.drain_timeout)  # fmt: skip
+                    info.drain()
+                    nursery.start_soon(_stop_when_drained, info, config.drain_timeout,
+                                       nursery.cancel_scope)  # fmt: skip
+
+                if setup is not None:
+                    nursery.start_soon(setup.serve_control, info, nursery.cancel_scope, drain)
                 async for signum in signals:
                     name = signal.Signals(signum).name
                     if signum == signal.SIGHUP:
@@ -120,22 +152,25 @@ def run(config: Config, reload_config: Callable[[], Config]) -> int:
                     elif signum == signal.SIGUSR1:
                         log.info("SIGUSR1 ignored (SIGHUP reloads, SIGUSR2 reloads TLS)")
                     elif signum == signal.SIGTERM and not draining:
-                        draining = True
-                        log.info("SIGTERM: draining for at most %g s (another SIGTERM or "
-                                 "SIGINT stops at once)", config.drain_timeout)  # fmt: skip
-                        info.drain()
-                        nursery.start_soon(_stop_when_drained, info, config.drain_timeout,
-                                           nursery.cancel_scope)  # fmt: skip
+                        drain()
                     else:
                         log.info("stopping on %s", name)
                         nursery.cancel_scope.cancel()
                         break
 
     try:
+        if setup is None and config.worker_count > 1:
+            return trio.run(workers.supervise, config, argv)
         trio.run(main)
     except (OSError, BaseExceptionGroup) as exc:
         found = _first_oserror(exc)
         if found is None:
+            from .userdb import UserDbError
+
+            if isinstance(exc, BaseExceptionGroup):
+                problem = exc.subgroup(UserDbError)
+                if problem is not None:  # one line from the CLI, not a traceback
+                    raise _leaf(problem) from None
             raise
         print(f"natsrv: {_oserror_line(found)}", file=sys.stderr)
         return EXIT_USAGE if found.errno in (errno.EADDRINUSE, errno.EADDRNOTAVAIL,

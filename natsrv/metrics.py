@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector as _CollectorBase
@@ -147,4 +147,39 @@ class Collector(_CollectorBase):
         yield lifecycle
 
 
-__all__ = ["DROP_REASONS", "Collector", "Metrics"]
+def family_data(collector: _CollectorBase) -> list[dict[str, Any]]:
+    """What ``collector`` yields, as plain data (a worker process sends it to the
+    parent, ``natsrv/net/workers.py``)."""
+    return [
+        {"name": family.name, "documentation": family.documentation, "type": family.type,
+         "samples": [[sample.name, sample.labels, sample.value] for sample in family.samples]}
+        for family in collector.collect()
+    ]  # fmt: skip
+
+
+class SummedCollector(_CollectorBase):
+    """The families of several worker processes (``parts``, each from
+    :func:`family_data`) summed sample by sample, so one scrape counts each worker once;
+    then the families ``own`` yields (the parent's own)."""
+
+    def __init__(self, own: Callable[[], list[Metric]]) -> None:
+        self.parts: list[list[dict[str, Any]]] = []
+        self.own = own
+
+    def collect(self) -> Iterator[Metric]:
+        families: dict[str, tuple[dict[str, Any], dict[tuple[Any, ...], float]]] = {}
+        for part in self.parts:
+            for family in part:
+                _, sums = families.setdefault(family["name"], (family, {}))
+                for name, labels, value in family["samples"]:
+                    key = (name, tuple(sorted(labels.items())))
+                    sums[key] = sums.get(key, 0.0) + value
+        for name, (family, sums) in families.items():
+            metric = Metric(name, family["documentation"], family["type"])
+            for (sample, labels), value in sums.items():
+                metric.add_sample(sample, dict(labels), value)
+            yield metric
+        yield from self.own()
+
+
+__all__ = ["DROP_REASONS", "Collector", "Metrics", "SummedCollector", "family_data"]

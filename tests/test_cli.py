@@ -256,7 +256,10 @@ def test_serve_raises_the_open_file_limit(lower_hard: bool) -> None:
 def test_unauth_rate_flags_bound_the_401_answers(flags: list[str], answered: int) -> None:
     port = free_port()
     proc = subprocess.Popen(
-        [*NATSRV, "serve", "--listen", f"127.0.0.1:{port}", "--no-tcp", "--user", "a:b", *flags],
+        # One process: with N workers each answers 1/N of unauth-global-rate, and this one
+        # client's 4-tuple reaches one of them.
+        [*NATSRV, "serve", "--listen", f"127.0.0.1:{port}", "--no-tcp", "--user", "a:b",
+         "--workers", "1", *flags],
         stderr=subprocess.PIPE,
         text=True,
     )

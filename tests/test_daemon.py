@@ -16,6 +16,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
+
 from natsrv.stun import Attr, Message, MessageClass, Method, ParseError, decode_untrusted
 from natsrv.stun.integrity import long_term_key
 
@@ -195,7 +197,8 @@ def _served_serial(address: tuple[str, int]) -> int:
     return int(x509.load_der_x509_certificate(der).serial_number)
 
 
-def test_usr1_is_ignored_and_usr2_reloads_the_certificate(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+def test_usr1_is_ignored_and_usr2_reloads_the_certificate(tmp_path: Path, workers: int) -> None:
     """A logrotate hook's SIGUSR1 does not kill the server; certbot's SIGUSR2 swaps the
     certificate for new TLS connections (the same file paths, new contents)."""
     from tests.net.test_reload import certificate
@@ -205,11 +208,14 @@ def test_usr1_is_ignored_and_usr2_reloads_the_certificate(tmp_path: Path) -> Non
     cert.write_bytes(Path(first[0]).read_bytes())
     key.write_bytes(Path(first[1]).read_bytes())
     server = Server("--listen", f"{IP}:0", "--tls-port", "0", "--tls-cert", str(cert),
-                    "--tls-key", str(key), "--log-format", "json", cwd=tmp_path)  # fmt: skip
+                    "--tls-key", str(key), "--log-format", "json", "--workers", str(workers),
+                    cwd=tmp_path)  # fmt: skip
     try:
         line = str(server.wait_for("listening on tls")["message"])
         host, _, port = line.rpartition(" ")[2].rpartition(":")
         address = (host, int(port))
+        if workers > 1:
+            server.wait_for(f"{workers} workers: ")  # every worker has started
         assert _served_serial(address) == first[2]
         server.proc.send_signal(signal.SIGUSR1)
         assert "ignored" in str(server.wait_for("SIGUSR1")["message"])
@@ -217,7 +223,8 @@ def test_usr1_is_ignored_and_usr2_reloads_the_certificate(tmp_path: Path) -> Non
         cert.write_bytes(Path(second[0]).read_bytes())
         key.write_bytes(Path(second[1]).read_bytes())
         server.proc.send_signal(signal.SIGUSR2)
-        server.wait_for("reloaded the TLS certificate")
+        for _ in range(workers):  # each worker says so
+            server.wait_for("reloaded the TLS certificate")
         assert server.proc.poll() is None
         assert _served_serial(address) == second[2]
     finally:

@@ -106,6 +106,7 @@ from .effects import (
 )
 from .nonce import NonceFactory
 from .policy import PeerPolicy
+from .quota import AllocationLedger, LocalLedger
 from .tcp_relay import TcpRelay
 
 _WILDCARDS = ("0.0.0.0", "::")
@@ -244,8 +245,11 @@ class TurnServer:
         policy: PeerPolicy,
         opener: RelayOpener,
         counters: MutableMapping[str, int] | None = None,
+        ledger: AllocationLedger | None = None,
     ) -> None:
         self.settings = settings
+        #: Allocations and reservations per user and in total (shared between workers).
+        self.ledger: AllocationLedger = LocalLedger() if ledger is None else ledger
         self.nonces = nonces
         low, high = settings.relay_ports
         self.ports = RelayPorts(opener, low, high, settings.max_bind_attempts)
@@ -272,7 +276,6 @@ class TurnServer:
         self.draining = False
         #: Log lines for refused and failed requests: at most 20 a second (bursts of 50).
         self._log_budget = ChallengeLimiter(20.0, 50.0, size=1)
-        self._per_user: dict[str, int] = {}
         self._heap: list[tuple[float, int, Allocation | Reservation]] = []
         self._seq = itertools.count()
         self._relay_ips: dict[int, str] = {family_of(ip): ip for ip in settings.relay_ips}
@@ -640,10 +643,11 @@ class TurnServer:
         # An EVEN-PORT reservation holds a second port: it counts as an allocation of its
         # user's and of the server's until it is claimed or expires.
         needed = 2 if even else 1
-        if len(self.allocations) + len(self.ports.reservations) + needed > s.max_allocations:
+        refused = self.ledger.acquire(creds.username, needed, s.user_quota, s.max_allocations)
+        if refused == "total":
             self._redirect(five_tuple)
             raise InsufficientCapacity()
-        if self._per_user.get(creds.username, 0) + needed > s.user_quota:
+        if refused == "user":
             raise AllocationQuotaReached()
         lifetime = self._lifetime(msg.get(Attr.LIFETIME))
         expires_at = now + lifetime
@@ -668,6 +672,7 @@ class TurnServer:
                 port = self.ports.open(ip, even=even is not None, pair=bool(even), tcp=tcp)
                 if port is None:
                     if len(families) == 1:
+                        self.ledger.release(creds.username, needed)
                         raise InsufficientCapacity()
                     address_errors.append(
                         AddressErrorCode(FAMILY_CODE_OF[family], 508, REASONS[508])
@@ -680,17 +685,16 @@ class TurnServer:
                     reserved = self.ports.reserve(
                         (ip, port + 1), now + s.reservation_lifetime, creds.username
                     )
-                    self._per_user[creds.username] = self._per_user.get(creds.username, 0) + 1
                     self._push(reserved.expires_at, reserved)
                     self.counters["reservations_created"] += 1
             if not relays:
+                self.ledger.release(creds.username, needed)
                 raise InsufficientCapacity()
         alloc = Allocation(
             five_tuple, creds.username, relays, tokens=self._burst, refilled_at=now,
             created_at=now, tcp=tcp,
         )
         self.allocations[five_tuple] = alloc
-        self._per_user[creds.username] = self._per_user.get(creds.username, 0) + 1
         for relay in relays.values():
             self._by_relay[relay.address] = (alloc, relay)
         # A new allocation's first deadline is its relays' expiry (no permissions yet).
@@ -1060,11 +1064,7 @@ class TurnServer:
         }))  # fmt: skip
 
     def _uncount(self, username: str) -> None:
-        count = self._per_user.get(username, 0) - 1
-        if count > 0:
-            self._per_user[username] = count
-        else:
-            self._per_user.pop(username, None)
+        self.ledger.release(username, 1)
 
     def traffic(self) -> tuple[int, int, int, int]:
         """Packets and bytes relayed to peers and to clients since the start, by live
@@ -1109,7 +1109,7 @@ class TurnServer:
     def allocations_of(self, username: str) -> int:
         """How many allocations and unclaimed EVEN-PORT reservations ``username`` holds
         (the quota counts these)."""
-        return self._per_user.get(username, 0)
+        return self.ledger.held(username)
 
 
 __all__ = [

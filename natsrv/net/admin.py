@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import trio
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-
-from ..metrics import Collector
+from prometheus_client.registry import Collector
 
 log = logging.getLogger("natsrv.admin")
 
@@ -41,6 +40,9 @@ class AdminRoutes:
     sessions: Callable[[], list[dict[str, object]]]
     ready: Callable[[], bool]
     drain: Callable[[], None] = lambda: None
+    #: Awaited with the path before each answer (the workers' parent gathers their
+    #: figures then, ``net/workers.py``).
+    refresh: Callable[[str], Awaitable[None]] | None = None
 
 
 def _response(status: str, body: bytes, content_type: str, head_only: bool) -> bytes:
@@ -99,6 +101,10 @@ async def serve_admin(
                         break
                     head += data
             if b"\r\n\r\n" in head and len(head) <= MAX_HEAD + 4096:
+                if routes.refresh is not None:
+                    target = head.split(b" ", 2)[1:2]
+                    await routes.refresh(target[0].decode("latin-1").split("?")[0]
+                                         if target else "")  # fmt: skip
                 await stream.send_all(answer(routes, registry, head))
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             pass

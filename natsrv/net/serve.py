@@ -15,12 +15,12 @@ import ssl
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 
 import trio
 
-from ..config import Config
+from ..config import DEFAULT_TLS_PORT, Config
 from ..core.allocation import family_of
 from ..core.binding import BindingConfig, BindingService
 from ..core.credentials import (
@@ -32,6 +32,7 @@ from ..core.credentials import (
 )
 from ..core.nonce import NonceFactory
 from ..core.policy import PeerPolicy
+from ..core.quota import AllocationLedger
 from ..core.server import Server
 from ..core.turn import TurnServer, TurnSettings
 from ..metrics import Collector, Metrics
@@ -115,11 +116,13 @@ async def _watch_drain(info: ServerInfo) -> None:
 _PORT_ZERO_ATTEMPTS = 32
 
 
-def _bind_tcp(ip: str, port: int) -> socket.socket:
+def _bind_tcp(ip: str, port: int, *, reuse_port: bool = False) -> socket.socket:
     family = socket.AF_INET6 if ":" in ip else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         sock.bind((ip, port))
@@ -130,28 +133,48 @@ def _bind_tcp(ip: str, port: int) -> socket.socket:
     return sock
 
 
+class SocketSource:
+    """Where ``serve`` gets its listening sockets: bound here (with ``reuse_port``, as
+    members of an ``SO_REUSEPORT`` group), or ``inherited`` from the parent of a worker
+    process (``net/workers.py``), found by kind and address."""
+
+    def __init__(self, *, reuse_port: bool = False,
+                 inherited: list[socket.socket] | None = None) -> None:  # fmt: skip
+        self.reuse_port = reuse_port or inherited is not None
+        self.inherited = {(s.type, local_address(s)): s for s in inherited or ()}
+
+    def udp(self, ip: str, port: int) -> socket.socket:
+        found = self.inherited.pop((socket.SOCK_DGRAM, (ip, port)), None)
+        return found if found is not None else bind_udp(ip, port, reuse_port=self.reuse_port)
+
+    def tcp(self, ip: str, port: int) -> socket.socket:
+        found = self.inherited.pop((socket.SOCK_STREAM, (ip, port)), None)
+        return found if found is not None else _bind_tcp(ip, port, reuse_port=self.reuse_port)
+
+
 def _bind_group_once(
-    ip: str, port: int, alt_ip: str | None, alt_port: int | None, tcp: bool
-) -> tuple[list[socket.socket], list[socket.socket], int, int | None]:
+    source: SocketSource, ip: str, port: int, alt_ip: str | None, alt_port: int | None,
+    tcp: bool,
+) -> tuple[list[socket.socket], list[socket.socket], int, int | None]:  # fmt: skip
     udp_socks: list[socket.socket] = []
     tcp_socks: list[socket.socket] = []
     try:
-        first = bind_udp(ip, port)
+        first = source.udp(ip, port)
         udp_socks.append(first)
         port = local_address(first)[1]
         if alt_port == 0:
-            probe = bind_udp(ip, 0)
+            probe = source.udp(ip, 0)
             udp_socks.append(probe)
             alt_port = local_address(probe)[1]
         elif alt_port is not None:
-            udp_socks.append(bind_udp(ip, alt_port))
+            udp_socks.append(source.udp(ip, alt_port))
         if alt_ip is not None:
-            udp_socks.append(bind_udp(alt_ip, port))
+            udp_socks.append(source.udp(alt_ip, port))
             if alt_port is not None:
-                udp_socks.append(bind_udp(alt_ip, alt_port))
+                udp_socks.append(source.udp(alt_ip, alt_port))
         if tcp:
             for ep in BindingConfig((ip, port), alt_ip, alt_port).endpoints():
-                tcp_socks.append(_bind_tcp(*ep))
+                tcp_socks.append(source.tcp(*ep))
     except BaseException:
         for s in udp_socks + tcp_socks:
             s.close()
@@ -160,7 +183,8 @@ def _bind_group_once(
 
 
 def _bind_group(
-    ip: str, port: int, alt_ip: str | None, alt_port: int | None, tcp: bool
+    source: SocketSource, ip: str, port: int, alt_ip: str | None, alt_port: int | None,
+    tcp: bool,
 ) -> tuple[list[socket.socket], list[socket.socket], int, int | None]:
     """Bind the UDP (and TCP) sockets for one listen address and its alternates on
     every combination of IP and port. Port 0 lets the kernel pick the UDP port; the
@@ -169,24 +193,26 @@ def _bind_group(
     attempts = _PORT_ZERO_ATTEMPTS if 0 in (port, alt_port) else 1
     for attempt in range(attempts):
         try:
-            return _bind_group_once(ip, port, alt_ip, alt_port, tcp)
+            return _bind_group_once(source, ip, port, alt_ip, alt_port, tcp)
         except OSError as exc:
             if exc.errno != errno.EADDRINUSE or attempt == attempts - 1:
                 raise
     raise AssertionError("unreachable")
 
 
-def _bind_tls(ip: str, port: int, dtls: bool) -> tuple[socket.socket, socket.socket | None]:
+def _bind_tls(
+    source: SocketSource, ip: str, port: int, dtls: bool
+) -> tuple[socket.socket, socket.socket | None]:
     """The TLS listener and, with ``dtls``, the UDP socket of the same port number
     (RFC 7350). Port 0: the number the kernel picks for TCP may be taken for UDP, so
     then both are tried again with another."""
     attempts = _PORT_ZERO_ATTEMPTS if port == 0 and dtls else 1
     for attempt in range(attempts):
-        tcp = _bind_tcp(ip, port)
+        tcp = source.tcp(ip, port)
         if not dtls:
             return tcp, None
         try:
-            return tcp, bind_udp(ip, local_address(tcp)[1])
+            return tcp, source.udp(ip, local_address(tcp)[1])
         except OSError as exc:
             tcp.close()
             if exc.errno != errno.EADDRINUSE or attempt == attempts - 1:
@@ -269,8 +295,12 @@ def make_turn(
     relays: RelaySockets,
     counters: Counter[str],
     listening: list[Address],
+    *,
+    nonce_key: bytes | None = None,
+    ledger: AllocationLedger | None = None,
 ) -> TurnServer:
-    """The TURN core with its credential sources, nonces and peer policy."""
+    """The TURN core with its credential sources, nonces and peer policy; ``nonce_key``
+    and ``ledger`` when shared with other worker processes."""
     # PASSWORD-ALGORITHMS (RFC 8489 §9.2.4) and username anonymity (§14.4) only when
     # asked for: the nonce cookie and the attribute make every 401 longer, and browsers
     # use neither anyway.
@@ -284,11 +314,11 @@ def make_turn(
         else:
             log.warning("userhash: the user database has no userhash column yet (any "
                         "`natsrv user` command adds it): not advertised")  # fmt: skip
-    nonces = NonceFactory(secrets.token_bytes(32), config.nonce_lifetime,
+    nonces = NonceFactory(nonce_key or secrets.token_bytes(32), config.nonce_lifetime,
                           security_features=features or None)  # fmt: skip
     return TurnServer(turn_settings(config), credentials=store, nonces=nonces,
                       policy=peer_policy(config, listening), opener=relays,
-                      counters=counters)  # fmt: skip
+                      counters=counters, ledger=ledger)  # fmt: skip
 
 
 def uses_proxy_protocol(config: Config, kind: str, address: Address) -> bool:
@@ -307,7 +337,7 @@ RESTART_KEYS = (
     "relay_ip", "relay_ports", "external_ip", "mapped_address", "software",
     "password_algorithms", "userhash", "max_message_size", "tcp_max_connections",
     "tcp_max_per_source", "proxy_protocol", "proxy_protocol_listeners", "dtls",
-    "dtls_max_sessions",
+    "dtls_max_sessions", "workers",
 )  # fmt: skip
 
 
@@ -318,27 +348,40 @@ class TlsContext:
         self.current = context
 
 
-async def serve(
-    config: Config,
-    *,
-    clock: Callable[[], float] = time.time,
-    task_status: trio.TaskStatus[ServerInfo] = trio.TASK_STATUS_IGNORED,
-) -> None:
-    """Run the server until cancelled. ``clock`` is the wall clock the core is given."""
-    metrics = Metrics()
-    info = ServerInfo(metrics=metrics)
-    relays = RelaySockets()
-    udp_socks: list[socket.socket] = []
-    stream_socks: list[socket.socket] = []  # TCP listeners, bound with their UDP group
-    bindings: dict[Address, BindingService] = {}
-    groups: list[tuple[list[Address], BindingService]] = []
+@dataclass
+class Listeners:
+    """The listening sockets of one server process, bound (or inherited) before it
+    serves: UDP and plain TCP by listen address and its alternates, then TLS."""
+
+    udp: list[socket.socket] = field(default_factory=list)
+    tcp: list[socket.socket] = field(default_factory=list)
+    tls: list[tuple[socket.socket, BindingService]] = field(default_factory=list)
+    #: The UDP socket of each TLS listener's port for DTLS (RFC 7350), or None.
+    dtls: list[socket.socket | None] = field(default_factory=list)
+    #: Each listen address's endpoints (primary first) and the Binding service they share.
+    groups: list[tuple[list[Address], BindingService]] = field(default_factory=list)
+
+    def sockets(self) -> list[socket.socket]:
+        return (self.udp + self.tcp + [sock for sock, _ in self.tls]
+                + [sock for sock in self.dtls if sock is not None])  # fmt: skip
+
+    def close(self) -> None:
+        for sock in self.sockets():
+            sock.close()
+
+
+def bind_listeners(config: Config, source: SocketSource | None = None) -> Listeners:
+    """Bind (or take from ``source``) every listening socket ``config`` names. A
+    failure closes what was bound and raises ``OSError`` naming the problem."""
+    source = source or SocketSource()
+    bound = Listeners()
     try:
         for index, (ip, port) in enumerate(config.listen):
             alt_ip = config.alt_ip if index == 0 else None
             alt_port = config.alt_port if index == 0 else None
             try:
-                socks, tcp_socks, port, alt_port = _bind_group(ip, port, alt_ip, alt_port,
-                                                               config.tcp)  # fmt: skip
+                socks, tcp_socks, port, alt_port = _bind_group(source, ip, port, alt_ip,
+                                                               alt_port, config.tcp)  # fmt: skip
             except OSError as exc:
                 # The default listens on [::] too; a host without IPv6 keeps IPv4 only.
                 if ip != "::" or index == 0 or exc.errno not in _NO_IPV6:
@@ -346,7 +389,7 @@ async def serve(
                 log.warning("not listening on [::]:%d: this host has no IPv6 (%s)",
                             port, exc.strerror)  # fmt: skip
                 continue
-            stream_socks.extend(tcp_socks)
+            bound.tcp.extend(tcp_socks)
             if not config.udp:
                 for s in socks:
                     s.close()
@@ -355,45 +398,77 @@ async def serve(
                 BindingConfig((ip, port), alt_ip, alt_port, config.software,
                               config.mapped_address)
             )  # fmt: skip
-            endpoints = binding.config.endpoints()
-            for endpoint in endpoints:
-                bindings.setdefault(endpoint, binding)
-            for s in socks:
-                udp_socks.append(s)
-                info.udp.append(local_address(s))
-            groups.append((endpoints, binding))
+            bound.udp.extend(socks)
+            bound.groups.append((binding.config.endpoints(), binding))
+        if config.tls_enabled:
+            tls_port = config.tls_port if config.tls_port is not None else DEFAULT_TLS_PORT
+            for endpoints, binding in bound.groups:
+                tls_sock, dtls_sock = _bind_tls(source, endpoints[0][0], tls_port, config.dtls)
+                bound.tls.append((tls_sock, binding))
+                bound.dtls.append(dtls_sock)
     except OSError as exc:
-        for s in udp_socks + stream_socks:
-            s.close()
+        bound.close()
         raise OSError(exc.errno, f"cannot bind: {exc.strerror}") from None
+    return bound
 
-    ssl_context = make_ssl_context(config) if config.tls_enabled else None
-    tls = TlsContext(ssl_context)
+
+def resolved_config(config: Config, bound: Listeners) -> Config:
+    """``config`` with the port numbers the kernel picked for port 0, so that binding
+    it again gives the same addresses (the other members of an SO_REUSEPORT group)."""
+    listen = tuple(endpoints[0] for endpoints, _ in bound.groups)
+    alt_port = bound.groups[0][1].config.alt_port if bound.groups else config.alt_port
+    tls_port = local_address(bound.tls[0][0])[1] if bound.tls else config.tls_port
+    return replace(config, listen=listen, alt_port=alt_port, tls_port=tls_port)
+
+
+async def serve(
+    config: Config,
+    *,
+    clock: Callable[[], float] = time.time,
+    sockets: SocketSource | None = None,
+    nonce_key: bytes | None = None,
+    ledger: AllocationLedger | None = None,
+    task_status: trio.TaskStatus[ServerInfo] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run the server until cancelled. ``clock`` is the wall clock the core is given.
+    A worker process passes the sockets it inherited, the nonce key every worker
+    shares and the host's allocation ledger (``net/workers.py``)."""
+    metrics = Metrics()
+    info = ServerInfo(metrics=metrics)
+    relays = RelaySockets()
+    bound = bind_listeners(config, sockets)
+    udp_socks = bound.udp
+    bindings: dict[Address, BindingService] = {}
+    for endpoints, binding in bound.groups:
+        for endpoint in endpoints:
+            bindings.setdefault(endpoint, binding)
+    info.udp.extend(local_address(s) for s in udp_socks)
     stream_listeners: list[tuple[trio.SocketListener, ssl.SSLContext | None]] = []
     admin_listeners: list[trio.SocketListener] = []
     dtls_socks: list[socket.socket] = []
     try:
-        tcp_by_address = {local_address(sock): sock for sock in stream_socks}
-        for endpoints, binding in groups:
+        ssl_context = make_ssl_context(config) if config.tls_enabled else None
+        tls = TlsContext(ssl_context)
+        tcp_by_address = {local_address(sock): sock for sock in bound.tcp}
+        for endpoints, _ in bound.groups:
             if config.tcp:
                 for ep in endpoints:
                     sock = tcp_by_address.pop(ep)
                     listener = trio.SocketListener(trio.socket.from_stdlib_socket(sock))
                     stream_listeners.append((listener, None))
                     info.tcp.append(ep)
-            if ssl_context is not None:
-                tls_port = config.tls_port if config.tls_port is not None else 5349
-                tls_sock, dtls_sock = _bind_tls(endpoints[0][0], tls_port, config.dtls)
-                listener = trio.SocketListener(trio.socket.from_stdlib_socket(tls_sock))
-                stream_listeners.append((listener, ssl_context))
-                addr = local_address(tls_sock)
-                info.tls.append(addr)
-                bindings.setdefault(addr, binding)
-                if dtls_sock is not None:
-                    dtls_socks.append(dtls_sock)
-                    info.dtls.append(addr)
+        for (sock, binding), dtls_sock in zip(bound.tls, bound.dtls, strict=True):
+            listener = trio.SocketListener(trio.socket.from_stdlib_socket(sock))
+            stream_listeners.append((listener, ssl_context))
+            addr = local_address(sock)
+            info.tls.append(addr)
+            bindings.setdefault(addr, binding)
+            if dtls_sock is not None:
+                dtls_socks.append(dtls_sock)
+                info.dtls.append(addr)
         turn = (
-            make_turn(config, relays, metrics.counters, list(bindings))
+            make_turn(config, relays, metrics.counters, list(bindings), nonce_key=nonce_key,
+                      ledger=ledger)
             if config.turn_enabled else None
         )  # fmt: skip
         server = Server(bindings, turn, counters=metrics.counters, software=config.software)
@@ -487,10 +562,8 @@ async def serve(
             s.close()
         for listener, _ in stream_listeners:
             listener.socket.close()
-        for sock in dtls_socks:
-            sock.close()
-        for sock in stream_socks:
-            sock.close()
+        bound.close()
 
 
-__all__ = ["ServerInfo", "serve", "turn_settings"]
+__all__ = ["Listeners", "ServerInfo", "SocketSource", "bind_listeners", "resolved_config",
+           "serve", "turn_settings"]

@@ -915,7 +915,7 @@ def test_unauthenticated_flood_creates_no_state() -> None:
         assert server.channel_to_peer(ft, 0x4000, 1, NOW) is None
         assert server.peer_to_client((RELAY_IP, 50000 + i % 100), PEER, 1, NOW) is None
     assert server.allocations == {}
-    assert server._by_relay == {} and server._per_user == {} and server._peer_ok == {}
+    assert server._by_relay == {} and server.ledger.per_user == {} and server._peer_ok == {}
     assert server._heap == [] and server.ports.reservations == {}
     assert opener.bound == set() and opener.attempts == 0
     assert len(server.limiter) <= 1024

@@ -1,8 +1,9 @@
 """Real TURN clients written by others, through a TURN server on loopback.
 
 The server under test runs as a subprocess (``tests/interop/turn_servers.py``): coturn,
-the reference, and natsrv, from the same parametrized fixture so that every test runs
-against both. The clients:
+the reference, and natsrv with one worker process and with two (``--workers 2``: one
+SO_REUSEPORT group, so clients land on either), from the same parametrized fixture so
+that every test runs against each. The clients:
 
 1. aioice gathers a relayed candidate over UDP, TCP and TLS with long-term credentials;
    a wrong password gets 401; allocations made and deleted in quick succession.
@@ -96,6 +97,7 @@ CHURN = 40
 SERVER_PARAMS = [
     pytest.param("coturn", id="coturn"),
     pytest.param("natsrv", id="natsrv"),
+    pytest.param("natsrv-workers2", id="natsrv-workers2"),
 ]
 
 # The three ways a client reaches the server, as (aioice turn_transport, use TLS).

@@ -61,7 +61,9 @@ RELAY_PORT_SPAN = 500
 COTURN_PORTS = PRIVATE_PORTS[20:]
 _next_coturn_port = itertools.cycle(COTURN_PORTS)
 
-SERVERS = ("coturn", "natsrv")
+SERVERS = ("coturn", "natsrv", "natsrv-workers2")
+#: natsrv's kinds and their worker processes: one, and two sharing one SO_REUSEPORT group.
+NATSRV_WORKERS = {"natsrv": 1, "natsrv-workers2": 2}
 
 
 @dataclass(frozen=True)
@@ -75,7 +77,7 @@ class TlsFiles:
 class TurnServer:
     """A running TURN server, as a client configures it."""
 
-    kind: str  # "coturn" or "natsrv"
+    kind: str  # "coturn", "natsrv" or "natsrv-workers2"
     host: str
     port: int  # UDP and TCP
     tls_port: int
@@ -272,7 +274,7 @@ def _coturn_argv(
 
 def _natsrv_argv(
     relay: tuple[int, int], tls: TlsFiles, auth_secret: str | None,
-    extra_args: Sequence[str] = (),
+    extra_args: Sequence[str] = (), workers: int = 1,
 ) -> list[str]:
     argv = [
         sys.executable, "-m", "natsrv", "serve",
@@ -282,6 +284,7 @@ def _natsrv_argv(
         "--relay-ip", HOST, "--relay-ports", f"{relay[0]}-{relay[1]}",
         "--allow-peer", "127.0.0.0/8",  # natsrv refuses loopback peers by default
         "--log-level", "info",  # for the "listening on" lines
+        "--workers", str(workers),
     ]
     if auth_secret is None:
         argv += ["--user", f"{USER}:{PASSWORD}"]
@@ -316,10 +319,13 @@ def _tcp_accepts(port: int, timeout: float) -> bool:
         return False
 
 
-def _natsrv_ready(process: subprocess.Popen[bytes], tee: LogTee, log: Path) -> tuple[int, int]:
+def _natsrv_ready(
+    process: subprocess.Popen[bytes], tee: LogTee, log: Path, workers: int
+) -> tuple[int, int]:
     """Wait for natsrv's start-up lines; its (UDP and TCP port, TLS port)."""
     found = []
-    for pattern in (_NATSRV_UDP, _NATSRV_TLS, _NATSRV_STARTED):
+    started = _NATSRV_STARTED if workers == 1 else re.compile(rf" {workers} workers: ")
+    for pattern in (_NATSRV_UDP, _NATSRV_TLS, started):
         # In the order natsrv logs them; the last comes once every listener is bound.
         match = tee.wait_for(pattern, READY_TIMEOUT)
         if match is None:
@@ -392,7 +398,7 @@ def running_server(
     kind: str, workdir: Path, *, auth_secret: str | None = None,
     tls: TlsFiles | None = None, extra_args: Sequence[str] = (),
 ) -> Iterator[TurnServer]:
-    """Start ``kind`` ("coturn" or "natsrv") in ``workdir`` and stop it afterwards.
+    """Start ``kind`` (one of ``SERVERS``) in ``workdir`` and stop it afterwards.
     ``extra_args`` go to natsrv's command line (e.g. a second ``--relay-ip``).
 
     The caller checks prerequisites (``turnserver`` installed) first.
@@ -406,8 +412,8 @@ def running_server(
             raise RuntimeError("turnserver (coturn) is not installed")
         port, tls_port = _coturn_ports()
         argv = _coturn_argv(tool, workdir, port, tls_port, relay, tls, auth_secret)
-    elif kind == "natsrv":
-        argv = _natsrv_argv(relay, tls, auth_secret, extra_args)
+    elif kind in NATSRV_WORKERS:
+        argv = _natsrv_argv(relay, tls, auth_secret, extra_args, NATSRV_WORKERS[kind])
     else:
         raise ValueError(f"unknown TURN server {kind!r}")
 
@@ -415,7 +421,7 @@ def running_server(
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     # natsrv picks its ports (0), and may pick a UDP port whose number is taken for TCP
     # (see tests.conftest.start_server): it then exits at once, and is started again.
-    for attempt in range(1, (START_ATTEMPTS if kind == "natsrv" else 1) + 1):
+    for attempt in range(1, (START_ATTEMPTS if kind != "coturn" else 1) + 1):
         process = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             cwd=workdir, env=env,
@@ -424,7 +430,7 @@ def running_server(
         if kind == "coturn":
             break
         try:
-            port, tls_port = _natsrv_ready(process, tee, log_path)
+            port, tls_port = _natsrv_ready(process, tee, log_path, NATSRV_WORKERS[kind])
             break
         except RuntimeError:
             _stop(process)

@@ -263,10 +263,10 @@ async def test_a_host_without_ipv6_keeps_the_ipv4_listener(
 
     real = serve_module._bind_group
 
-    def no_ipv6(ip: str, *args: object) -> object:
+    def no_ipv6(source: object, ip: str, *args: object) -> object:
         if ip == "::":
             raise OSError(errno.EAFNOSUPPORT, "Address family not supported by protocol")
-        return real(ip, *args)  # type: ignore[arg-type]
+        return real(source, ip, *args)  # type: ignore[arg-type]
 
     monkeypatch.setattr(serve_module, "_bind_group", no_ipv6)
     info = await start_server(nursery, Config(listen=((PRIMARY_IP, 0), ("::", 0))).validate())

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 import trio
@@ -50,8 +51,8 @@ class StreamTurnClient:
         self.indications: list[Message] = []
 
     @classmethod
-    async def open(cls, server: Address) -> StreamTurnClient:
-        return cls(track(await trio.open_tcp_stream(*server)))
+    async def open(cls, server: Address, local_ip: str | None = None) -> StreamTurnClient:
+        return cls(track(await trio.open_tcp_stream(*server, local_address=local_ip)))
 
     async def next_message(self) -> Message:
         with trio.fail_after(5):
@@ -89,9 +90,11 @@ class StreamTurnClient:
         return relay
 
 
-async def bind_data_connection(server: Address, cid: int) -> tuple[Message, trio.SocketStream]:
+async def bind_data_connection(
+    server: Address, cid: int, local_ip: str | None = None
+) -> tuple[Message, trio.SocketStream]:
     """A new connection to the server with ConnectionBind for ``cid``."""
-    data = await StreamTurnClient.open(server)
+    data = await StreamTurnClient.open(server, local_ip)
     reply = await data.request(Method.CONNECTION_BIND, (Attr.CONNECTION_ID, cid))
     assert data.framer.pending == 0
     return reply, data.stream
@@ -310,3 +313,37 @@ async def test_a_side_that_does_not_read_stops_the_other(
     await drain(reader, PUSH)
     assert sent[0] == PUSH
     print(f"stalled after {stalled_at / 2**20:.1f} MiB, RSS +{grown / 2**20:.1f} MiB")
+
+
+async def test_a_data_connection_reaches_the_worker_of_its_allocation(tmp_path: Path) -> None:
+    """With ``--workers 2`` the kernel hands every connection of one client address to
+    one worker (a BPF program on each SO_REUSEPORT group), so the ConnectionBind on a
+    new connection finds the allocation its control connection made: from eight source
+    addresses, both workers' shares, every time (hashing 4-tuples would send about half
+    of them to the other worker)."""
+    from natsrv.net.steering import worker_of
+    from tests.net.test_workers import Process
+
+    process = Process("--listen", f"{PRIMARY_IP}:0", "--workers", "2", "--relay-ip",
+                      PRIMARY_IP, "--realm", REALM, "--user", "alice:wonderland",
+                      "--allow-peer", "127.0.0.1/32", cwd=tmp_path)  # fmt: skip
+    try:
+        found = process.wait_for(r"listening on tcp (\S+):(\d+)")
+        server = (found.group(1), int(found.group(2)))
+        listener = await peer_listener()
+        sources = [f"127.0.5.{i}" for i in range(1, 9)]
+        assert {worker_of(ip, 2) for ip in sources} == {0, 1}
+        for ip in sources:
+            client = await StreamTurnClient.open(server, ip)
+            await client.allocate_tcp()
+            reply = await client.request(Method.CONNECT,
+                                         (Attr.XOR_PEER_ADDRESS, listener.socket.getsockname()))
+            assert reply.cls == MessageClass.SUCCESS, reply.get(Attr.ERROR_CODE)
+            with trio.fail_after(5):
+                peer = track(await listener.accept())
+            answer, data = await bind_data_connection(server, reply.get(Attr.CONNECTION_ID), ip)
+            assert answer.cls == MessageClass.SUCCESS, (ip, answer.get(Attr.ERROR_CODE))
+            await data.send_all(b"via " + ip.encode())
+            assert await receive_exactly(peer, 4 + len(ip)) == b"via " + ip.encode()
+    finally:
+        process.close()
