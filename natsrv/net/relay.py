@@ -76,6 +76,9 @@ async def read_relays(shell: Shell) -> None:
     """Wait for any relay socket to be readable, then drain the ready ones: each
     datagram goes to ``Server.receive_from_peer`` and what it returns to the client."""
     relays = shell.relays
+    if shell.native is not None:
+        await _read_relays_native(shell)
+        return
     epoll_fd = relays.epoll.fileno()
     poll = relays.epoll.poll
     by_fd = relays.by_fd
@@ -92,6 +95,47 @@ async def read_relays(shell: Shell) -> None:
             entry = by_fd.get(fd)
             if entry is not None:
                 _drain(shell, entry[0], entry[1], now)
+
+
+async def _read_relays_native(shell: Shell) -> None:
+    """``read_relays`` on the native data path: one ``drain_relay`` call per ready socket
+    reads with recvmmsg and sends what the core's table routes (ChannelData or Data
+    indications) with sendmmsg; the rest goes to ``Server.receive_from_peer``."""
+    native = shell.native
+    assert native is not None
+    relays = shell.relays
+    epoll_fd = relays.epoll.fileno()
+    poll = relays.epoll.poll
+    by_fd = relays.by_fd
+    clock = shell.clock
+    counters = shell.counters
+    routes = shell.forwarding.routes if shell.forwarding is not None else {}
+    drain = native.drain_relay
+    receive_from_peer = shell.server.receive_from_peer
+    send_to_client = shell.send_to_client
+    wait_readable = trio.lowlevel.wait_readable
+    while True:
+        await wait_readable(epoll_fd)
+        try:
+            events = poll(0, MAX_EVENTS)
+        except (OSError, ValueError):  # closed at shutdown
+            return
+        now = clock()
+        for fd, _ in events:
+            entry = by_fd.get(fd)
+            if entry is None:
+                continue
+            misses, _, recv_errors, send_errors, dropped, _ = drain(fd, routes, now)
+            if recv_errors or send_errors or dropped:
+                counters["relay_recv_errors"] += recv_errors
+                counters["udp_send_errors"] += send_errors
+                counters["udp_send_dropped"] += dropped
+            relay = entry[1]
+            for data, peer in misses:
+                hop = receive_from_peer(relay, peer, data, now)
+                if hop is not None:
+                    send_to_client(hop[0], hop[1])
+        await trio.lowlevel.checkpoint()
 
 
 def _drain(shell: Shell, sock: _socket.socket, relay: Address, now: float) -> None:

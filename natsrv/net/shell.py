@@ -14,6 +14,7 @@ import _socket
 import socket
 import time
 from collections.abc import Callable, Iterable
+from types import ModuleType
 from typing import TYPE_CHECKING
 
 import trio
@@ -24,6 +25,7 @@ from ..logs import log_event
 from ..metrics import Metrics
 
 if TYPE_CHECKING:
+    from .fastpath import NativeForwarding
     from .relay import RelaySockets
     from .tcp import StreamConnection
 
@@ -53,6 +55,10 @@ class Shell:
         self.clock = clock
         self.senders: dict[Address, socket.socket] = {}
         self.connections: dict[FiveTuple, StreamConnection] = {}
+        #: The native data path (``natsrv._fastpath``) and its routing table, when
+        #: ``fastpath.install`` chose it; None on the pure-Python path.
+        self.native: ModuleType | None = None
+        self.forwarding: NativeForwarding | None = None
 
     def apply(self, effects: Iterable[Effect]) -> None:
         for effect in effects:
