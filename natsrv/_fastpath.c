@@ -344,6 +344,7 @@ static void queue_send(int *count, int fd, const struct sockaddr *dest, socklen_
                        const void *a, size_t alen, const void *b, size_t blen, size_t pad) {
     int i = (*count)++;
     sfd[i] = fd;
+    if (dest_len > (socklen_t)sizeof saddr[i]) dest_len = (socklen_t)sizeof saddr[i];
     memcpy(&saddr[i], dest, dest_len);
     int k = 0;
     siov[i][k].iov_base = (void *)a; siov[i][k++].iov_len = alen;
