@@ -9,7 +9,7 @@
  *     natsrv.stun.fast.BindingSuccess (its trailing attributes come from Python), and
  *     forwards ChannelData whose (listener, client, channel) the core installed in the
  *     routing table (RFC 8656 §12.4);
- *   - on a relay socket: sends a datagram from a peer whose (relay, peer) the core
+ *   - on the ready relay sockets (all in one call): sends a datagram from a peer whose (relay, peer) the core
  *     installed to its client as ChannelData or a Data indication (RFC 8656 §11.3).
  * Replies go out with sendmmsg, in runs per socket. Everything else (a miss, an entry
  * past its deadline, any other message) is handed back to Python untouched, in order,
@@ -322,8 +322,9 @@ typedef struct {
     long recv_errors, send_errors, send_dropped;
 } IoCounts;
 
-static int receive_batch(int fd, IoCounts *io) {
-    for (int i = 0; i < BATCH; i++) {
+/* recvmmsg into buffers [first, first + vlen); how many datagrams came. */
+static int receive_into(int fd, int first, int vlen, IoCounts *io) {
+    for (int i = first; i < first + vlen; i++) {
         riov[i].iov_base = rbuf[i]; riov[i].iov_len = RECV_SIZE;
         memset(&rmsg[i].msg_hdr, 0, sizeof rmsg[i].msg_hdr);
         rmsg[i].msg_hdr.msg_name = &raddr[i];
@@ -332,13 +333,15 @@ static int receive_batch(int fd, IoCounts *io) {
         rmsg[i].msg_hdr.msg_iovlen = 1;
     }
     for (int attempt = 0; attempt < BATCH; attempt++) {
-        int got = recvmmsg(fd, rmsg, BATCH, MSG_DONTWAIT, NULL);
+        int got = recvmmsg(fd, rmsg + first, (unsigned)vlen, MSG_DONTWAIT, NULL);
         if (got >= 0) return got;
         if (errno == EAGAIN || errno == EWOULDBLOCK) return 0;
         if (errno != EINTR) io->recv_errors++;  /* ICMP errors (ECONNREFUSED): not ours */
     }
     return 0;
 }
+
+static int receive_batch(int fd, IoCounts *io) { return receive_into(fd, 0, BATCH, io); }
 
 static void queue_send(int *count, int fd, const struct sockaddr *dest, socklen_t dest_len,
                        const void *a, size_t alen, const void *b, size_t blen, size_t pad) {
@@ -359,24 +362,31 @@ static void queue_send(int *count, int fd, const struct sockaddr *dest, socklen_
 
 /* Send what was queued, one sendmmsg per run of messages from the same socket; a full
  * buffer drops the rest of the run (counted), as the Python path does. */
+static struct mmsghdr gmsg[BATCH];
+
+/* Send what was queued: one sendmmsg per socket, its messages in the order queued
+ * (different sockets' messages are independent); a full buffer drops the rest of that
+ * socket's messages (counted), as the Python path does. */
 static void flush_sends(int count, IoCounts *io) {
-    int i = 0;
-    while (i < count) {
-        int j = i;
-        while (j < count && sfd[j] == sfd[i]) j++;
-        int k = i;
-        while (k < j) {
-            int sent = sendmmsg(sfd[i], smsg + k, (unsigned)(j - k), MSG_DONTWAIT);
+    static unsigned char done[BATCH];
+    memset(done, 0, (size_t)count);
+    for (int i = 0; i < count; i++) {
+        if (done[i]) continue;
+        int fd = sfd[i], n = 0;
+        for (int j = i; j < count; j++)
+            if (!done[j] && sfd[j] == fd) { gmsg[n++] = smsg[j]; done[j] = 1; }
+        int k = 0;
+        while (k < n) {
+            int sent = sendmmsg(fd, gmsg + k, (unsigned)(n - k), MSG_DONTWAIT);
             if (sent > 0) { k += sent; continue; }
             if (sent < 0 && errno == EINTR) continue;
             if (sent < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS)) {
-                io->send_dropped += j - k;
+                io->send_dropped += n - k;
                 break;
             }
             io->send_errors++;  /* this message failed (e.g. no route): skip it */
             k++;
         }
-        i = j;
     }
 }
 
@@ -465,37 +475,61 @@ static PyObject *drain_listener(PyObject *mod, PyObject *args) {
                          io.send_errors, io.send_dropped, more ? Py_True : Py_False);
 }
 
-static PyObject *drain_relay(PyObject *mod, PyObject *args) {
-    int fd; PyObject *routes; double now;
-    if (!PyArg_ParseTuple(args, "iO!d", &fd, &PyDict_Type, &routes, &now)) return NULL;
+static int append_relay_miss(PyObject *misses, int fd, const uint8_t *d, size_t n,
+                             const struct sockaddr *sa) {
+    PyObject *addr = address_tuple(sa);
+    if (addr == NULL) return -1;
+    if (addr == Py_None) { Py_DECREF(addr); return 0; }
+    PyObject *item = Py_BuildValue("(iy#N)", fd, (const char *)d, (Py_ssize_t)n, addr);
+    if (item == NULL) return -1;
+    int r = PyList_Append(misses, item);
+    Py_DECREF(item);
+    return r;
+}
+
+/* Several ready relay sockets in one call: their datagrams share the receive buffers,
+ * and what goes to clients leaves in one sendmmsg per listener. */
+static PyObject *drain_relays(PyObject *mod, PyObject *args) {
+    PyObject *fds; PyObject *routes; double now;
+    if (!PyArg_ParseTuple(args, "O!O!d", &PyList_Type, &fds, &PyDict_Type, &routes, &now))
+        return NULL;
     PyObject *misses = PyList_New(0);
     if (misses == NULL) return NULL;
     IoCounts io = {0, 0, 0};
     long forwarded = 0;
-    int more = 0;
-    for (int round = 0; round < ROUNDS; round++) {
-        int got = receive_batch(fd, &io);
-        int count = 0;
-        for (int i = 0; i < got; i++) {
-            const struct sockaddr *peer = (const struct sockaddr *)&raddr[i];
-            size_t n = rmsg[i].msg_len, head_len = 0, pad = 0;
-            Route *route = NULL;
-            if (relay_decide(n, peer, fd, routes, now, shead[count], &head_len, &pad, &route)
-                == FORWARD) {
-                queue_send(&count, route->fd, (const struct sockaddr *)&route->dest,
-                           route->dest_len, shead[count], head_len, rbuf[i], n, pad);
-                route->packets++; route->bytes += n;
-                forwarded++;
-            } else if (append_miss(misses, rbuf[i], n, peer) < 0) {
-                flush_sends(count, &io);
-                Py_DECREF(misses);
-                return NULL;
+    int more = 0, used = 0, count = 0;
+    Py_ssize_t nfds = PyList_GET_SIZE(fds);
+    for (Py_ssize_t f = 0; f < nfds; f++) {
+        int fd = (int)PyLong_AsLong(PyList_GET_ITEM(fds, f));
+        if (fd == -1 && PyErr_Occurred()) { Py_DECREF(misses); return NULL; }
+        int taken = 0;  /* at most BATCH datagrams per socket per call */
+        while (taken < BATCH) {
+            if (used == BATCH) { flush_sends(count, &io); used = 0; count = 0; }
+            int room = BATCH - used < BATCH - taken ? BATCH - used : BATCH - taken;
+            int got = receive_into(fd, used, room, &io);
+            for (int i = used; i < used + got; i++) {
+                const struct sockaddr *peer = (const struct sockaddr *)&raddr[i];
+                size_t n = rmsg[i].msg_len, head_len = 0, pad = 0;
+                Route *route = NULL;
+                if (relay_decide(n, peer, fd, routes, now, shead[count], &head_len, &pad,
+                                 &route) == FORWARD) {
+                    queue_send(&count, route->fd, (const struct sockaddr *)&route->dest,
+                               route->dest_len, shead[count], head_len, rbuf[i], n, pad);
+                    route->packets++; route->bytes += n;
+                    forwarded++;
+                } else if (append_relay_miss(misses, fd, rbuf[i], n, peer) < 0) {
+                    flush_sends(count, &io);
+                    Py_DECREF(misses);
+                    return NULL;
+                }
             }
+            used += got;
+            taken += got;
+            if (got < room) break;
         }
-        flush_sends(count, &io);
-        if (got < BATCH) { more = 0; break; }
-        more = 1;
+        if (taken >= BATCH) more = 1;
     }
+    flush_sends(count, &io);
     return Py_BuildValue("(NllllO)", misses, forwarded, io.recv_errors, io.send_errors,
                          io.send_dropped, more ? Py_True : Py_False);
 }
@@ -596,9 +630,9 @@ static PyMethodDef methods[] = {
     {"drain_listener", drain_listener, METH_VARARGS,
      "drain_listener(fd, tail, mapped, routes, now) -> (misses, answered, forwarded, "
      "recv_errors, send_errors, send_dropped, more)"},
-    {"drain_relay", drain_relay, METH_VARARGS,
-     "drain_relay(fd, routes, now) -> (misses, forwarded, recv_errors, send_errors, "
-     "send_dropped, more)"},
+    {"drain_relays", drain_relays, METH_VARARGS,
+     "drain_relays(fds, routes, now) -> (misses as (fd, data, peer), forwarded, "
+     "recv_errors, send_errors, send_dropped, more)"},
     {"binding_answer", binding_answer, METH_VARARGS,
      "binding_answer(data, host, port, tail, mapped) -> bytes | None"},
     {"listener_decision", listener_decision, METH_VARARGS,

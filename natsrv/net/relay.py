@@ -98,9 +98,10 @@ async def read_relays(shell: Shell) -> None:
 
 
 async def _read_relays_native(shell: Shell) -> None:
-    """``read_relays`` on the native data path: one ``drain_relay`` call per ready socket
-    reads with recvmmsg and sends what the core's table routes (ChannelData or Data
-    indications) with sendmmsg; the rest goes to ``Server.receive_from_peer``."""
+    """``read_relays`` on the native data path: one ``drain_relays`` call per wake-up
+    reads every ready socket with recvmmsg and sends what the core's table routes
+    (ChannelData or Data indications) with one sendmmsg per listener; the rest goes to
+    ``Server.receive_from_peer``."""
     native = shell.native
     assert native is not None
     relays = shell.relays
@@ -110,7 +111,7 @@ async def _read_relays_native(shell: Shell) -> None:
     clock = shell.clock
     counters = shell.counters
     routes = shell.forwarding.routes if shell.forwarding is not None else {}
-    drain = native.drain_relay
+    drain = native.drain_relays
     receive_from_peer = shell.server.receive_from_peer
     send_to_client = shell.send_to_client
     wait_readable = trio.lowlevel.wait_readable
@@ -121,20 +122,20 @@ async def _read_relays_native(shell: Shell) -> None:
         except (OSError, ValueError):  # closed at shutdown
             return
         now = clock()
-        for fd, _ in events:
+        misses, _, recv_errors, send_errors, dropped, _ = drain(
+            [fd for fd, _ in events if fd in by_fd], routes, now
+        )
+        if recv_errors or send_errors or dropped:
+            counters["relay_recv_errors"] += recv_errors
+            counters["udp_send_errors"] += send_errors
+            counters["udp_send_dropped"] += dropped
+        for fd, data, peer in misses:
             entry = by_fd.get(fd)
             if entry is None:
                 continue
-            misses, _, recv_errors, send_errors, dropped, _ = drain(fd, routes, now)
-            if recv_errors or send_errors or dropped:
-                counters["relay_recv_errors"] += recv_errors
-                counters["udp_send_errors"] += send_errors
-                counters["udp_send_dropped"] += dropped
-            relay = entry[1]
-            for data, peer in misses:
-                hop = receive_from_peer(relay, peer, data, now)
-                if hop is not None:
-                    send_to_client(hop[0], hop[1])
+            hop = receive_from_peer(entry[1], peer, data, now)
+            if hop is not None:
+                send_to_client(hop[0], hop[1])
         await trio.lowlevel.checkpoint()
 
 
