@@ -119,6 +119,26 @@ async def start_server(nursery: trio.Nursery, config: Config) -> ServerInfo:
     return info
 
 
+def native_built() -> bool:
+    try:
+        import natsrv._fastpath  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@pytest.fixture(params=["native", "pure"])
+def data_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run the test on the native data path (natsrv._fastpath, which CI builds) and on the
+    pure-Python one (NATSRV_PURE_PYTHON=1): servers started after this read it."""
+    if request.param == "native":
+        require(native_built(), "natsrv._fastpath is not built (no C compiler or headers)")
+        monkeypatch.delenv("NATSRV_PURE_PYTHON", raising=False)
+    else:
+        monkeypatch.setenv("NATSRV_PURE_PYTHON", "1")
+    return str(request.param)
+
+
 @pytest.fixture
 async def stun_server(nursery: trio.Nursery) -> AsyncIterator[ServerInfo]:
     """natsrv in this test's trio run: primary 127.0.0.1, alternate 127.0.0.2."""

@@ -22,6 +22,10 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
 .venv/bin/python -m pip install -q -e '.[test]'
+if [ "${CI:-}" = true ]; then
+    # CI builds the native data path (natsrv/_fastpath.c): its absence is a failure there.
+    .venv/bin/python -c 'import natsrv._fastpath' || { echo "natsrv._fastpath was not built" >&2; exit 1; }
+fi
 
 .venv/bin/ruff check .
 .venv/bin/mypy  # --strict on natsrv/ and classifier/ (pyproject.toml)

@@ -152,6 +152,12 @@ class Server:
             binding = self.bindings.get(wildcard) or next(iter(self.bindings.values()))
         return binding
 
+    def plain_binding(self, local: Address) -> BindingSuccess:
+        """The encoder of plain Binding answers on the local endpoint ``local`` (what a
+        native data path answers with: its trailing attributes, MAPPED-ADDRESS or not)."""
+        plain = self._plain.get(local)
+        return plain if plain is not None else self._plain_for(local)
+
     def _plain_for(self, local: Address) -> BindingSuccess:
         plain = self._binding_for(local).plain(local)
         if len(self._plain) < 256:

@@ -104,6 +104,7 @@ from .effects import (
     SendToClient,
     send_to_peer,
 )
+from .forwarding import ForwardingTable
 from .nonce import NonceFactory
 from .policy import PeerPolicy
 from .quota import AllocationLedger, LocalLedger
@@ -284,6 +285,8 @@ class TurnServer:
         }
         #: RFC 6062: the peer connections of TCP allocations.
         self.tcp = TcpRelay(self)
+        #: The data plane's table of decisions (``forwarding.py``), when the shell has one.
+        self.forwarding: ForwardingTable | None = None
         self._handlers: dict[int, _Handler] = {
             Method.ALLOCATE: self._allocate,
             Method.REFRESH: self._refresh,
@@ -311,6 +314,8 @@ class TurnServer:
         if restart:
             settings = replace(settings, **{n: getattr(self.settings, n) for n in restart})
         self.settings = settings
+        for alloc in self.allocations.values():
+            self._forget_routes(alloc)  # the policy or the bandwidth cap may change
         limiter = self.limiter
         limiter.rate, limiter.burst = settings.unauth_rate, max(1.0, settings.unauth_rate)
         limiter.global_rate = settings.unauth_global_rate
@@ -828,6 +833,11 @@ class TurnServer:
         alloc.bind_channel(number, peer, relay, now + s.channel_lifetime)
         alloc.permissions[peer[0]] = now + s.permission_lifetime
         self._schedule(alloc)
+        if self.forwarding is not None and not self._rate:
+            bound = alloc.channels[number]
+            until = min(bound.expires_at, alloc.permissions[peer[0]], relay.expires_at)
+            self.forwarding.to_peer(five_tuple, number, bound.route, until)
+            self.forwarding.to_client(relay.address, peer, five_tuple, number, until)
         if channel is None:
             effects.append(Event("channel-bound", {
                 **_who(alloc), "channel": number, "peer": _endpoint(peer),
@@ -884,6 +894,9 @@ class TurnServer:
             return None
         alloc.to_peer_packets += 1
         alloc.to_peer_bytes += size
+        if self.forwarding is not None and not self._rate:
+            until = min(ch.expires_at, ch.relay.expires_at, alloc.permissions[peer[0]])
+            self.forwarding.to_peer(five_tuple, channel, ch.route, until)
         return ch.route
 
     def peer_to_client(
@@ -914,16 +927,18 @@ class TurnServer:
             self.counters["bandwidth_drops"] += 1
             return None
         ch = alloc.peer_channels.get(peer)
-        if ch is not None and ch.expires_at > now:
-            alloc.to_client_packets += 1
-            alloc.to_client_bytes += size
-            return alloc.five_tuple, ch.number
-        if size > MAX_DATA_INDICATION_PAYLOAD:
+        number = ch.number if ch is not None and ch.expires_at > now else None
+        if number is None and size > MAX_DATA_INDICATION_PAYLOAD:
             self.counters["oversize_drops"] += 1
             return None
         alloc.to_client_packets += 1
         alloc.to_client_bytes += size
-        return alloc.five_tuple, None
+        if self.forwarding is not None and not self._rate:
+            until = min(relay_state.expires_at, alloc.permissions[peer[0]])
+            if ch is not None and number is not None:
+                until = min(until, ch.expires_at)
+            self.forwarding.to_client(relay, peer, alloc.five_tuple, number, until)
+        return alloc.five_tuple, number
 
     def _peer_allowed(self, peer: Address) -> bool:
         """``policy.allows(ip, port)``, cached per peer address (the policy is immutable).
@@ -1024,6 +1039,7 @@ class TurnServer:
         return alloc
 
     def _reap(self, alloc: Allocation, now: float, effects: list[Effect]) -> None:
+        self._forget_routes(alloc)
         for relay in [r for r in alloc.relays.values() if r.expires_at <= now]:
             self._close_relay(alloc, relay, effects)
         if not alloc.relays:
@@ -1036,13 +1052,36 @@ class TurnServer:
         self._schedule(alloc)
 
     def _close_relay(self, alloc: Allocation, relay: Relay, effects: list[Effect]) -> None:
+        self._forget_routes(alloc)
         del alloc.relays[relay.family]
         self._by_relay.pop(relay.address, None)
         self.ports.close(relay.address)
 
+    def _forget_routes(self, alloc: Allocation) -> None:
+        """Take the allocation's decisions back from the data plane, keeping what they
+        relayed."""
+        if self.forwarding is not None:
+            to_peer, to_peer_bytes, to_client, to_client_bytes = self.forwarding.forget(
+                alloc.five_tuple
+            )
+            alloc.to_peer_packets += to_peer
+            alloc.to_peer_bytes += to_peer_bytes
+            alloc.to_client_packets += to_client
+            alloc.to_client_bytes += to_client_bytes
+
+    def _relayed(self, alloc: Allocation) -> tuple[int, int, int, int]:
+        """Packets and bytes to peers and to the client, the data plane's included."""
+        out = (alloc.to_peer_packets, alloc.to_peer_bytes, alloc.to_client_packets,
+               alloc.to_client_bytes)  # fmt: skip
+        if self.forwarding is None:
+            return out
+        more = self.forwarding.traffic(alloc.five_tuple)
+        return out[0] + more[0], out[1] + more[1], out[2] + more[2], out[3] + more[3]
+
     def _remove(self, alloc: Allocation, effects: list[Effect], reason: str, now: float) -> None:
         if alloc.connections:
             self.tcp.close_all(alloc, effects)
+        self._forget_routes(alloc)
         for relay in list(alloc.relays.values()):
             self._close_relay(alloc, relay, effects)
         del self.allocations[alloc.five_tuple]
@@ -1071,10 +1110,9 @@ class TurnServer:
         and ended allocations together."""
         out = list(self.closed_traffic)
         for alloc in self.allocations.values():
-            out[0] += alloc.to_peer_packets
-            out[1] += alloc.to_peer_bytes
-            out[2] += alloc.to_client_packets
-            out[3] += alloc.to_client_bytes
+            relayed = self._relayed(alloc)
+            for i in range(4):
+                out[i] += relayed[i]
         return out[0], out[1], out[2], out[3]
 
     def sessions(self, now: float) -> list[dict[str, Any]]:
@@ -1085,6 +1123,7 @@ class TurnServer:
         for alloc in self.allocations.values():
             transport, client, server = alloc.five_tuple
             expires = max((r.expires_at for r in alloc.relays.values()), default=now)
+            relayed = self._relayed(alloc)
             out.append({
                 "username": alloc.username,
                 "realm": realm,
@@ -1100,9 +1139,8 @@ class TurnServer:
                              for ch in alloc.channels.values() if ch.expires_at > now],
                 "age_s": round(now - alloc.created_at, 3),
                 "lifetime_left_s": round(max(0.0, expires - now), 3),
-                "to_peer": {"packets": alloc.to_peer_packets, "bytes": alloc.to_peer_bytes},
-                "to_client": {"packets": alloc.to_client_packets,
-                              "bytes": alloc.to_client_bytes},
+                "to_peer": {"packets": relayed[0], "bytes": relayed[1]},
+                "to_client": {"packets": relayed[2], "bytes": relayed[3]},
             })  # fmt: skip
         return out
 

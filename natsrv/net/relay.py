@@ -111,6 +111,9 @@ async def read_relays(shell: Shell) -> None:
     """Wait for any relay socket to be readable, then drain the ready ones: each
     datagram goes to ``Server.receive_from_peer`` and what it returns to the client."""
     relays = shell.relays
+    if shell.native is not None:
+        await _read_relays_native(shell)
+        return
     epoll_fd = relays.epoll.fileno()
     poll = relays.epoll.poll
     by_fd = relays.by_fd
@@ -153,6 +156,58 @@ def _accept(shell: Shell, sock: socket.socket, relay: Address, now: float) -> bo
         conn.setblocking(False)
         shell.tcp_relay.accepted(conn, relay, (peer[0], peer[1]), now)
     return False
+
+
+async def _read_relays_native(shell: Shell) -> None:
+    """``read_relays`` on the native data path: one ``drain_relays`` call per wake-up
+    reads every ready socket with recvmmsg and sends what the core's table routes
+    (ChannelData or Data indications) with one sendmmsg per listener; the rest goes to
+    ``Server.receive_from_peer``."""
+    native = shell.native
+    assert native is not None
+    relays = shell.relays
+    epoll_fd = relays.epoll.fileno()
+    poll = relays.epoll.poll
+    by_fd = relays.by_fd
+    listeners = relays.listeners_by_fd
+    clock = shell.clock
+    counters = shell.counters
+    routes = shell.forwarding.routes if shell.forwarding is not None else {}
+    drain = native.drain_relays
+    receive_from_peer = shell.server.receive_from_peer
+    send_to_client = shell.send_to_client
+    wait_readable = trio.lowlevel.wait_readable
+    while True:
+        await wait_readable(epoll_fd)
+        try:
+            events = poll(0, MAX_EVENTS)
+        except (OSError, ValueError):  # closed at shutdown
+            return
+        now = clock()
+        misses, _, recv_errors, send_errors, dropped, _ = drain(
+            [fd for fd, _ in events if fd in by_fd], routes, now
+        )
+        if recv_errors or send_errors or dropped:
+            counters["relay_recv_errors"] += recv_errors
+            counters["udp_send_errors"] += send_errors
+            counters["udp_send_dropped"] += dropped
+        for fd, data, peer in misses:
+            entry = by_fd.get(fd)
+            if entry is None:
+                continue
+            hop = receive_from_peer(entry[1], peer, data, now)
+            if hop is not None:
+                send_to_client(hop[0], hop[1])
+        # RFC 6062 relays listen for peers in the same epoll set.
+        accept_failed = False
+        for fd, _ in events:
+            listener = listeners.get(fd)
+            if listener is not None:
+                accept_failed |= _accept(shell, listener[0], listener[1], now)
+        if accept_failed:
+            await trio.sleep(0.05)  # as read_relays: EMFILE leaves the listener readable
+        else:
+            await trio.lowlevel.checkpoint()
 
 
 def _drain(shell: Shell, sock: _socket.socket, relay: Address, now: float) -> None:

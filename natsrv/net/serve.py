@@ -39,6 +39,7 @@ from ..metrics import Collector, Metrics
 from ..stun.attributes import SecurityFeature
 from .admin import AdminRoutes, serve_admin
 from .dtls import DtlsEndpoint, make_dtls_context
+from .fastpath import install as install_data_path
 from .relay import RelaySockets, read_relays
 from .sdnotify import notify
 from .shell import Shell
@@ -473,6 +474,7 @@ async def serve(
         )  # fmt: skip
         server = Server(bindings, turn, counters=metrics.counters, software=config.software)
         shell = Shell(server, relays, metrics, clock)
+        install_data_path(shell)
         info.server = server
         info.config = config
         current = [config]

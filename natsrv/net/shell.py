@@ -14,6 +14,7 @@ import _socket
 import socket
 import time
 from collections.abc import Callable, Iterable
+from types import ModuleType
 from typing import TYPE_CHECKING
 
 import trio
@@ -26,6 +27,7 @@ from .tcp_relay import TcpRelayShell
 
 if TYPE_CHECKING:
     from .dtls import DtlsEndpoint
+    from .fastpath import NativeForwarding
     from .relay import RelaySockets
     from .tcp import StreamConnection
 
@@ -61,6 +63,10 @@ class Shell:
         #: DTLS (net/dtls.py): the endpoints, and the one holding each session.
         self.dtls_endpoints: list[DtlsEndpoint] = []
         self.dtls_sessions: dict[FiveTuple, DtlsEndpoint] = {}
+        #: The native data path (``natsrv._fastpath``) and its routing table, when
+        #: ``fastpath.install`` chose it; None on the pure-Python path.
+        self.native: ModuleType | None = None
+        self.forwarding: NativeForwarding | None = None
 
     def apply(self, effects: Iterable[Effect]) -> None:
         for effect in effects:

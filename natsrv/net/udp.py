@@ -54,6 +54,8 @@ def local_address(sock: socket.socket | trio.socket.SocketType) -> Address:
 async def serve_udp(sock: socket.socket, shell: Shell) -> None:
     """Serve one UDP socket forever: each datagram goes to ``Server.receive``; answers to
     the sender from this socket are sent at once, other effects through the shell."""
+    if shell.native is not None and await _serve_udp_native(sock, shell):
+        return
     local = local_address(sock)
     recvfrom = sock.recvfrom
     sendto = sock.sendto
@@ -112,6 +114,55 @@ async def serve_udp(sock: socket.socket, shell: Shell) -> None:
                         counters["udp_send_errors"] += 1
         else:
             # A full batch: let timers and other listeners run before the next one.
+            await trio.lowlevel.checkpoint()
+
+
+async def _serve_udp_native(sock: socket.socket, shell: Shell) -> bool:
+    """The native data path (``net/fastpath.py``): one ``drain_listener`` call per
+    wake-up reads up to ``BATCH`` x ``ROUNDS`` datagrams with recvmmsg, answers plain
+    Binding requests and forwards ChannelData the core's table routes, with sendmmsg;
+    what it hands back goes to ``Server.receive`` as on the pure path. False (serve
+    in Python) if this endpoint's answers do not fit the native encoder."""
+    native = shell.native
+    assert native is not None
+    local = local_address(sock)
+    plain = shell.server.plain_binding(local)
+    tail = plain.tail
+    if len(tail) > native.MAX_TAIL:
+        return False
+    mapped = plain.mapped_address
+    fd = sock.fileno()
+    routes = shell.forwarding.routes if shell.forwarding is not None else {}
+    drain = native.drain_listener
+    receive = shell.server.receive
+    apply = shell.apply
+    plain_answers = shell.server.plain_answers
+    clock = shell.clock
+    counters = shell.counters
+    wait_readable = trio.lowlevel.wait_readable
+    while True:
+        await wait_readable(sock)
+        now = clock()
+        misses, answered, _, recv_errors, send_errors, dropped, more = drain(
+            fd, tail, mapped, routes, now
+        )
+        if answered:
+            plain_answers[_UDP] += answered
+        if recv_errors or send_errors or dropped:
+            counters["udp_recv_errors"] += recv_errors
+            counters["udp_send_errors"] += send_errors
+            counters["udp_send_dropped"] += dropped
+        for data, src in misses:
+            try:
+                effects = receive(data, (_UDP, src, local), now)
+            except Exception:  # a bug must cost one datagram, never the listener
+                counters["handler_errors"] += 1
+                if counters["handler_errors"] <= 10:
+                    log.exception("error handling a datagram from %s", src)
+                continue
+            if effects:
+                apply(effects)
+        if more:
             await trio.lowlevel.checkpoint()
 
 

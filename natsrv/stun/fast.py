@@ -110,6 +110,11 @@ class BindingSuccess:
         self._tail = tail
         self.mapped_address = mapped_address
 
+    @property
+    def tail(self) -> bytes:
+        """The pre-encoded attributes after XOR-MAPPED-ADDRESS (and MAPPED-ADDRESS)."""
+        return self._tail
+
     def answer_plain(self, data: bytes, src: Address) -> bytes | None:
         """The response to ``data`` if it is a plain, well-formed Binding request (RFC
         5389/8489, no attributes or a correct FINGERPRINT alone, the header's length

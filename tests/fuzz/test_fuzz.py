@@ -13,9 +13,12 @@ import os
 import shutil
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import require
 
 HERE = Path(__file__).resolve().parent
 
@@ -50,3 +53,52 @@ def test_bounded_fuzz_run(name: str, tmp_path: Path) -> None:
     tail = "\n".join(proc.stderr.splitlines()[-25:])
     assert proc.returncode == 0, tail
     assert f"Done {runs} runs" in proc.stderr, tail
+
+
+#: Executions of the native harness in the suite (gcc + AddressSanitizer build).
+NATIVE_RUNS = 20_000
+
+
+def build_asan_extension(directory: Path) -> Path:
+    """A copy of natsrv._fastpath built with AddressSanitizer in ``directory``."""
+    gcc = shutil.which("gcc")
+    require(gcc is not None, "gcc is not installed")
+    assert gcc is not None
+    target = directory / f"_fastpath{sysconfig.get_config_var('EXT_SUFFIX')}"
+    subprocess.run(
+        [gcc, "-shared", "-fPIC", "-O1", "-g", "-fno-omit-frame-pointer",
+         "-fsanitize=address", f"-I{sysconfig.get_paths()['include']}",
+         str(HERE.parent.parent / "natsrv" / "_fastpath.c"), "-o", str(target)],
+        check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+    assert b"__asan_init" in target.read_bytes()  # really instrumented
+    return target
+
+
+def test_native_parser_under_address_sanitizer(tmp_path: Path) -> None:
+    """fuzz_native.py against an ASan build of the extension (libasan preloaded, as
+    atheris documents for native extensions): no crash, no sanitizer report, and the
+    native decisions equal the Python ones on every input."""
+    require(MISSING is None, MISSING or "")
+    extension = build_asan_extension(tmp_path)
+    libasan = subprocess.run(["gcc", "-print-file-name=libasan.so"], capture_output=True,
+                             text=True, check=True).stdout.strip()  # fmt: skip
+    require(Path(libasan).is_file(), "gcc's libasan is not installed")
+    corpus = tmp_path / "corpus"
+    shutil.copytree(HERE / "corpus" / "codec", corpus)
+    env = {
+        **os.environ,
+        "NATSRV_FASTPATH_SO": str(extension),
+        "LD_PRELOAD": str(Path(libasan).resolve()),
+        "ASAN_OPTIONS": "detect_leaks=0:quarantine_size_mb=8:malloc_context_size=4",
+    }
+    proc = subprocess.run(
+        [sys.executable, str(HERE / "fuzz_native.py"), f"-runs={NATIVE_RUNS}", "-max_len=1500",
+         "-timeout=10", "-seed=1", "-rss_limit_mb=4096", f"-artifact_prefix={tmp_path}/",
+         str(corpus)],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env,
+    )  # fmt: skip
+    tail = "\n".join(proc.stderr.splitlines()[-25:])
+    assert proc.returncode == 0, tail
+    assert f"Done {NATIVE_RUNS} runs" in proc.stderr, tail
+    assert "AddressSanitizer" not in proc.stderr, tail

@@ -21,6 +21,9 @@ from natsrv.stun import (
 )
 from tests.conftest import ALT_IP, PRIMARY_IP, start_server
 
+#: Every test here runs on the native and on the pure-Python data path.
+pytestmark = pytest.mark.usefixtures("data_path")
+
 Address = tuple[str, int]
 
 

@@ -30,6 +30,9 @@ from natsrv.stun import (
 from natsrv.stun.integrity import long_term_key
 from tests.conftest import PRIMARY_IP, PRIVATE_PORTS, private_loopback_ip, start_server
 
+#: Every test here runs on the native and on the pure-Python data path.
+pytestmark = pytest.mark.usefixtures("data_path")
+
 Address = tuple[str, int]
 REALM = "natsrv.test"
 

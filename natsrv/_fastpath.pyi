@@ -1,0 +1,31 @@
+"""Types of the optional native data path (natsrv/_fastpath.c)."""
+
+BATCH: int
+ROUNDS: int
+MAX_TAIL: int
+
+class Route:
+    fd: int
+    channel: int
+    deadline: float
+    packets: int
+    bytes: int
+    def __init__(self, fd: int, host: str, port: int, channel: int, deadline: float) -> None: ...
+
+def drain_listener(
+    fd: int, tail: bytes, mapped: bool, routes: dict[bytes, Route], now: float, /
+) -> tuple[list[tuple[bytes, tuple[str, int]]], int, int, int, int, int, bool]: ...
+def drain_relays(
+    fds: list[int], routes: dict[bytes, Route], now: float, /
+) -> tuple[list[tuple[int, bytes, tuple[str, int]]], int, int, int, int, bool]: ...
+def binding_answer(
+    data: bytes, host: str, port: int, tail: bytes, mapped: bool, /
+) -> bytes | None: ...
+def listener_decision(
+    data: bytes, host: str, port: int, tail: bytes, mapped: bool,
+    routes: dict[bytes, Route], fd: int, now: float, /,
+) -> tuple[str, bytes] | None: ...
+def relay_decision(
+    data: bytes, host: str, port: int, routes: dict[bytes, Route], fd: int, now: float, /
+) -> bytes | None: ...
+def route_key(fd: int, host: str, port: int, channel: int, /) -> bytes: ...
