@@ -127,19 +127,30 @@ async def read_relays(shell: Shell) -> None:
         except (OSError, ValueError):  # closed at shutdown
             return
         now = clock()
-        accept_failed = False
         for fd, _ in events:
             entry = by_fd.get(fd)
             if entry is not None:
                 _drain(shell, entry[0], entry[1], now)
-                continue
-            listener = listeners.get(fd)
-            if listener is not None:
-                accept_failed |= _accept(shell, listener[0], listener[1], now)
-        if accept_failed:
-            # EMFILE and friends leave the listener readable: back off briefly rather
-            # than spin on it (as the client listeners do).
-            await trio.sleep(0.05)
+        await _accept_ready(shell, events, listeners, now)
+
+
+async def _accept_ready(
+    shell: Shell, events: list[tuple[int, int]],
+    listeners: dict[int, tuple[socket.socket, Address]], now: float,
+) -> None:
+    """Accept the peers of every ready RFC 6062 relay listener (they share the relay
+    sockets' epoll set), then yield to trio."""
+    accept_failed = False
+    for fd, _ in events:
+        listener = listeners.get(fd)
+        if listener is not None:
+            accept_failed |= _accept(shell, listener[0], listener[1], now)
+    if accept_failed:
+        # EMFILE and friends leave the listener readable: back off briefly rather than
+        # spin on it (as the client listeners do).
+        await trio.sleep(0.05)
+    else:
+        await trio.lowlevel.checkpoint()
 
 
 def _accept(shell: Shell, sock: socket.socket, relay: Address, now: float) -> bool:
@@ -198,16 +209,7 @@ async def _read_relays_native(shell: Shell) -> None:
             hop = receive_from_peer(entry[1], peer, data, now)
             if hop is not None:
                 send_to_client(hop[0], hop[1])
-        # RFC 6062 relays listen for peers in the same epoll set.
-        accept_failed = False
-        for fd, _ in events:
-            listener = listeners.get(fd)
-            if listener is not None:
-                accept_failed |= _accept(shell, listener[0], listener[1], now)
-        if accept_failed:
-            await trio.sleep(0.05)  # as read_relays: EMFILE leaves the listener readable
-        else:
-            await trio.lowlevel.checkpoint()
+        await _accept_ready(shell, events, listeners, now)
 
 
 def _drain(shell: Shell, sock: _socket.socket, relay: Address, now: float) -> None:
