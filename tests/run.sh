@@ -4,10 +4,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# haproxy: tests/interop/test_haproxy.py (natsrv behind a PROXY-protocol proxy);
+# systemd: systemd-analyze verify of deploy/natsrv.service.
 packages=(python3 python3-venv python3-dev gcc iproute2 nftables coturn stun-client stun-server
-          chromium openssl procps util-linux systemd)
+          chromium openssl procps util-linux systemd haproxy)
 missing=()
-packages+=(haproxy)  # tests/interop/test_haproxy.py: natsrv behind a PROXY-protocol proxy
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
