@@ -12,7 +12,6 @@ import logging
 import secrets
 import socket
 import ssl
-import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,7 +32,7 @@ from ..stun.attributes import SecurityFeature
 from .admin import AdminRoutes, serve_admin
 from .relay import RelaySockets, read_relays
 from .sdnotify import notify
-from .shell import Shell
+from .shell import Shell, SteadyClock
 from .tcp import StreamSlots, serve_stream
 from .udp import bind_udp, local_address, serve_udp
 
@@ -260,10 +259,11 @@ class TlsContext:
 async def serve(
     config: Config,
     *,
-    clock: Callable[[], float] = time.time,
+    clock: Callable[[], float] = SteadyClock(),  # noqa: B008 - one per process is right
     task_status: trio.TaskStatus[ServerInfo] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run the server until cancelled. ``clock`` is the wall clock the core is given."""
+    """Run the server until cancelled. ``clock`` is the unix-time clock the core is
+    given; by default a :class:`SteadyClock`, which system clock steps do not move."""
     metrics = Metrics()
     info = ServerInfo(metrics=metrics)
     relays = RelaySockets()

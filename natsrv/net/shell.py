@@ -30,13 +30,37 @@ if TYPE_CHECKING:
 _UDP = "udp"
 
 
+class SteadyClock:
+    """Unix time that never steps: the wall clock read once, at construction, advanced
+    by the monotonic clock since.
+
+    Every lifetime in the core (allocations, permissions, channels, reservations,
+    nonces, rate limits) is a difference of two ``now`` values, so a system clock set
+    back an hour must not keep allocations alive for an extra hour, nor one set forward
+    expire them all at once. ``CLOCK_MONOTONIC`` is slewed by NTP but never stepped, so
+    this clock follows real time at the rate NTP keeps; a step of the system clock
+    (``date -s``, a VM resumed, a first NTP sync) is ignored until the next restart.
+    REST usernames carry unix expiry times, so start the server once the clock is set
+    (systemd: after ``time-sync.target``).
+    """
+
+    __slots__ = ("_offset",)
+
+    def __init__(self) -> None:
+        self._offset = time.time() - time.monotonic()
+
+    def __call__(self) -> float:
+        return self._offset + time.monotonic()
+
+
 class Shell:
     """The sockets and connections effects are carried out on, and the server's clock.
 
     ``senders`` maps each local UDP endpoint to the socket bound on it (a CHANGE-REQUEST
     answer leaves from another endpoint than the request arrived on); ``connections``
-    maps a stream's 5-tuple to its connection; ``clock`` is the wall clock the core's
-    ``now`` comes from (REST usernames and nonces are unix times).
+    maps a stream's 5-tuple to its connection; ``clock`` is where the core's ``now``
+    comes from: unix time (REST usernames and nonces are unix times) that never steps
+    (:class:`SteadyClock`), so lifetimes do not jump with the system clock.
     """
 
     def __init__(
@@ -44,13 +68,13 @@ class Shell:
         server: Server,
         relays: RelaySockets,
         metrics: Metrics,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         self.server = server
         self.relays = relays
         self.metrics = metrics
         self.counters = metrics.counters
-        self.clock = clock
+        self.clock = clock if clock is not None else SteadyClock()
         self.senders: dict[Address, socket.socket] = {}
         self.connections: dict[FiveTuple, StreamConnection] = {}
 
@@ -104,4 +128,4 @@ class Shell:
             self.apply(server.expire(self.clock()))
 
 
-__all__ = ["Shell"]
+__all__ = ["Shell", "SteadyClock"]
