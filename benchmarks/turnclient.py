@@ -1,8 +1,8 @@
 """A small blocking TURN client on natsrv's own codec, over UDP, TCP or TLS: enough to
 play the legitimate client while a benchmark attacks the server (Binding, the 401 dance,
 Allocate, CreatePermission, ChannelBind, ChannelData, Refresh). UDP requests are
-retransmitted as RFC 8489 §6.2.1 says (RTO doubling, ``tries`` sends); a stream gets one
-send and waits up to the same total time.
+retransmitted as RFC 8489 §6.2.1 says (RTO doubling, ``tries`` sends); on a stream a
+request is sent once and its answer awaited for ``stream_timeout`` seconds.
 """
 
 from __future__ import annotations
@@ -56,12 +56,14 @@ class TurnClient:
         tries: int = 7,
         tls_context: ssl.SSLContext | None = None,
         connect_timeout: float = 5.0,
+        stream_timeout: float = 5.0,
     ) -> None:
         self.kind, self.server = kind, server
         self.user, self.realm = user, realm
         self.key = long_term_key(user, realm, password) if user else b""
         self.nonce: str | None = None
         self.rto, self.tries = rto, tries
+        self.stream_timeout = stream_timeout
         self.framer = StreamFramer()
         self.pending: list[bytes] = []  #: stream frames read ahead
         #: Frames that came while a reply was awaited and were not it (data, indications).
@@ -134,10 +136,9 @@ class TurnClient:
         data = msg.encode(key=self.key if sign and self.nonce else None, fingerprint=True)
         tries = self.tries if self.kind == "udp" else 1
         wait = self.rto
-        total = sum(self.rto * 2**i for i in range(self.tries))
         for attempt in range(tries):
             self.send_raw(data)
-            deadline = time.monotonic() + (wait if self.kind == "udp" else total)
+            deadline = time.monotonic() + (wait if self.kind == "udp" else self.stream_timeout)
             if attempt == tries - 1 and self.kind == "udp":
                 deadline = time.monotonic() + self.rto * 16  # RFC 8489: Rm x RTO at the end
             while True:

@@ -124,6 +124,7 @@ class StreamSlots:
                 None,
             )  # fmt: skip
             if victim is None:
+                self.counters["stream_refused_full"] += 1
                 return None
             self.counters["stream_evicted"] += 1
             victim.scope.cancel()
@@ -172,8 +173,11 @@ async def serve_stream(
                 sock_stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, True)
                 if ssl_context is not None:
                     stream = trio.SSLStream(sock_stream, ssl_context, server_side=True)
-                    with trio.fail_after(handshake_timeout):
+                    with trio.move_on_after(handshake_timeout) as handshake:
                         await stream.do_handshake()
+                    if handshake.cancelled_caught:
+                        counters["tls_handshake_timeouts"] += 1
+                        return
                 conn = StreamConnection(stream, peer, local, ssl_context is not None)
                 slot.five_tuple = conn.five_tuple
                 shell.connection_opened(conn)
@@ -252,6 +256,8 @@ async def _serve_connection(
                     now = clock()
                     for frame in frames:
                         apply(receive(frame, five_tuple, now))
+        if idle.cancelled_caught:
+            shell.counters["stream_timeouts"] += 1
         # Let what is queued go out (bounded), then stop.
         conn._send.close()
         nursery.cancel_scope.deadline = trio.current_time() + 2.0
