@@ -35,6 +35,7 @@ DROP_REASONS = {
     "no-turn": ("dropped_channel_data_without_turn",),
     "not-a-request": ("dropped_not_a_request",),
     "send-buffer-full": ("udp_send_dropped",),
+    "send-error": ("udp_send_errors",),
     "stream-queue-full": ("stream_send_dropped",),
 }
 

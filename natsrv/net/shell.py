@@ -11,9 +11,10 @@ buffer or stream queue drops the message and counts it, as a router would.
 from __future__ import annotations
 
 import _socket
+import errno
 import socket
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, MutableMapping
 from typing import TYPE_CHECKING
 
 import trio
@@ -28,6 +29,18 @@ if TYPE_CHECKING:
     from .tcp import StreamConnection
 
 _UDP = "udp"
+
+
+#: Send errors that mean "no room now" (the socket buffer, or the interface queue under
+#: overload): the datagram is dropped, as a router would.
+NO_ROOM = frozenset({errno.EAGAIN, errno.EWOULDBLOCK, errno.ENOBUFS})
+
+
+def count_send_failure(counters: MutableMapping[str, int], exc: OSError) -> None:
+    """Count a datagram a ``sendto`` refused: no room (``udp_send_dropped``) or another
+    error such as an unreachable network (``udp_send_errors``). Both are drops in
+    ``natsrv_dropped_datagrams_total``; neither ever stops the caller."""
+    counters["udp_send_dropped" if exc.errno in NO_ROOM else "udp_send_errors"] += 1
 
 
 class SteadyClock:
@@ -103,10 +116,8 @@ class Shell:
     def sendto(self, sock: socket.socket | _socket.socket, data: bytes, dest: Address) -> None:
         try:
             sock.sendto(data, dest)
-        except BlockingIOError:
-            self.counters["udp_send_dropped"] += 1
-        except OSError:
-            self.counters["udp_send_errors"] += 1
+        except OSError as exc:
+            count_send_failure(self.counters, exc)
 
     # -- connections and time ------------------------------------------------------------
     def connection_opened(self, conn: StreamConnection) -> None:
@@ -128,4 +139,4 @@ class Shell:
             self.apply(server.expire(self.clock()))
 
 
-__all__ = ["Shell", "SteadyClock"]
+__all__ = ["NO_ROOM", "Shell", "SteadyClock", "count_send_failure"]
