@@ -102,6 +102,8 @@ class NatsrvProcess:
         self.lines.put(None)
 
     def _note(self, obj: dict[str, object]) -> None:
+        if len(self.log) >= 10_000:  # a long run logs per allocation: keep the latest
+            del self.log[:5_000]
         self.log.append(obj)
         message = str(obj.get("message", ""))
         m = _LISTENING.search(message)
