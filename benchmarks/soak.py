@@ -235,6 +235,7 @@ def snapshot(server: NatsrvProcess) -> dict[str, float]:
         "tasks": m.get("natsrv_tasks", 0),
         "relayed_to_peers": m.get('natsrv_relay_packets_total{direction="to_peer"}', 0),
         "relayed_to_clients": m.get('natsrv_relay_packets_total{direction="to_client"}', 0),
+        "dropped": sum(v for k, v in m.items() if k.startswith("natsrv_dropped_datagrams_total")),
         "fds": server.fds(),
         "rss_bytes": server.rss(),
     }  # fmt: skip
