@@ -25,6 +25,7 @@ from __future__ import annotations
 import ipaddress
 import sys
 from pathlib import Path
+from typing import Any
 
 import atheris
 
@@ -32,9 +33,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 with atheris.instrument_imports():
     from classifier import plan
-    from classifier.transport import BindingReply, read_binding_response
     from natsrv.stun.errors import ParseError
     from natsrv.stun.message import decode_untrusted
+
+    try:  # the reply readers' module since the classifier was split into modules
+        from classifier.binding import read_binding_response
+    except ImportError:
+        from classifier.transport import read_binding_response
+
+#: What turns a reply into a Probe: the plan's own ``observe`` where it has one (else
+#: the same steps as classifier/run.py, below).
+OBSERVE = getattr(plan, "observe", None)
 
 SERVER = ("192.0.2.1", 3478)
 ALTERNATE = ("192.0.2.2", 3479)
@@ -75,7 +84,7 @@ class Records:
         return self.take(length), source
 
 
-def check_reply(reply: BindingReply) -> None:
+def check_reply(reply: Any) -> None:
     for endpoint in (reply.mapped, reply.legacy_mapped, reply.other_address,
                      reply.response_origin):  # fmt: skip
         if endpoint is not None:
@@ -86,22 +95,29 @@ def check_reply(reply: BindingReply) -> None:
     assert reply.software is None or isinstance(reply.software, str)
 
 
-def probe_for(request: plan.ProbeRequest, records: Records, local: tuple[str, int]) -> object:
-    """What the classifier records for one probe, as classifier/run.py does."""
-    common: dict[str, object] = {"local": local, "attempts": 1}
+def probe_for(request: Any, records: Records, local: tuple[str, int], probes: list[Any]) -> Any:
+    """What the classifier records for one probe."""
     got = records.next_reply(request.target)
-    if got is None:
+    message = None
+    if got is not None:
+        try:
+            message = decode_untrusted(got[0])
+        except ParseError:
+            pass  # dropped, as the transport drops it: no reply
+    reply = None if message is None else read_binding_response(message)
+    if reply is not None:
+        check_reply(reply)
+    if OBSERVE is not None:
+        answer = None if got is None or message is None else plan.Answer(got[1], 1.0, reply)
+        return OBSERVE(request, answer, expected=plan.expected_source(request, probes),
+                       local=local, attempts=1)  # fmt: skip
+    common: dict[str, object] = {"local": local, "attempts": 1}
+    if got is None or message is None:
         return request.record(plan.ProbeOutcome.TIMEOUT, **common)
-    data, source = got
-    try:
-        message = decode_untrusted(data)
-    except ParseError:
-        return request.record(plan.ProbeOutcome.TIMEOUT, **common)  # dropped: no reply
+    source = got[1]
     common.update(source=source, rtt_ms=1.0)
-    reply = read_binding_response(message)
     if reply is None:
         return request.record(plan.ProbeOutcome.INVALID, **common)
-    check_reply(reply)
     common.update(mapped=reply.mapped, legacy_mapped=reply.legacy_mapped,
                   response_origin=reply.response_origin, other_address=reply.other_address,
                   error_code=reply.error_code)  # fmt: skip
@@ -113,17 +129,17 @@ def probe_for(request: plan.ProbeRequest, records: Records, local: tuple[str, in
 
 def one_input(data: bytes) -> None:
     records = Records(data)
-    probes: list[object] = []
+    probes: list[Any] = []
     locals_ = {}
     for index, family in enumerate(FAMILIES):
         local = ("10.200.0.2", 40000 + index)
         locals_[family] = local
         count = 0
-        while (request := plan.next_probe(family, SERVER, local, probes)) is not None:  # type: ignore[arg-type]
+        while (request := plan.next_probe(family, SERVER, local, probes)) is not None:
             count += 1
             assert count <= MAX_PROBES_PER_FAMILY, f"{family}: the plan does not end"
-            probes.append(probe_for(request, records, local))
-    verdict = plan.verdict_from_probes(locals_, probes)  # type: ignore[arg-type]
+            probes.append(probe_for(request, records, local, probes))
+    verdict = plan.verdict_from_probes(locals_, probes)
     nat_type = getattr(verdict, "nat_type", None)
     assert str(getattr(nat_type, "value", nat_type)) in NAT_TYPES, nat_type
 
