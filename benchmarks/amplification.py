@@ -31,6 +31,7 @@ sys.path.insert(0, str(HERE))
 import binding_load as bl  # noqa: E402
 
 from natsrv.stun import Attr, ChangeRequest, MessageClass, Method  # noqa: E402
+from natsrv.stun.integrity import long_term_key  # noqa: E402
 from natsrv.stun.message import encode_message  # noqa: E402
 
 IP = "127.0.0.1"
@@ -76,14 +77,33 @@ REQUESTS: dict[str, Callable[[], bytes]] = {
     "Connect (RFC 6062)": lambda: _msg(Method.CONNECT, [(Attr.XOR_PEER_ADDRESS,
                                                          ("192.0.2.1", 9))]),
     "ChannelData to an unbound channel": lambda: b"\x40\x00\x00\x04abcd",
+    "Binding + malformed CHANGE-REQUEST (400 or dropped)": lambda: (
+        b"\x00\x01\x00\x08\x21\x12\xa4\x42" + secrets.token_bytes(12)
+        + b"\x00\x03\x00\x02\x00\x06\x00\x00"
+    ),
+    # Needs a real account (anyone who can sign up for a TURN service has one): a
+    # signed Allocate with a nonce the server never issued gets 438 and a fresh nonce.
+    "Allocate signed by a real user, bogus nonce (438)": lambda: b"",  # built per server
 }
 
+#: The realm each server runs with (the 438 row signs with the user's key in it).
+REALMS = {"natsrv": "natsrv", "coturn": "r"}
 
-def measure(port: int, wait: float) -> dict[str, tuple[int, int]]:
+
+def signed_bogus_nonce(realm: str) -> bytes:
+    attrs: list[tuple[int, object]] = [
+        (Attr.REQUESTED_TRANSPORT, 17), (Attr.USERNAME, "u"), (Attr.REALM, realm),
+        (Attr.NONCE, "obMatJos2AAAB" + "0" * 32),
+    ]  # fmt: skip
+    return encode_message(Method.ALLOCATE, MessageClass.REQUEST, secrets.token_bytes(12), attrs,
+                          key=long_term_key("u", realm, "p"), fingerprint=True)  # fmt: skip
+
+
+def measure(port: int, wait: float, realm: str) -> dict[str, tuple[int, int]]:
     """name -> (request bytes, answer bytes) against the server on ``IP:port``."""
     out = {}
     for name, make in REQUESTS.items():
-        request = make()
+        request = make() or signed_bogus_nonce(realm)
         received = 0
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
             sock.bind((IP, 0))
@@ -150,7 +170,8 @@ def main() -> int:
         with tempfile.TemporaryDirectory(prefix="natsrv-amp-") as tmp:
             proc = start(command(port), port, tmp)
             try:
-                table[label] = measure(port, args.wait)
+                realm = REALMS["coturn" if label.startswith("coturn") else "natsrv"]
+                table[label] = measure(port, args.wait, realm)
             finally:
                 bl.stop(proc)
     if args.json:

@@ -35,7 +35,19 @@ DROP_REASONS = {
     "no-turn": ("dropped_channel_data_without_turn",),
     "not-a-request": ("dropped_not_a_request",),
     "send-buffer-full": ("udp_send_dropped",),
+    "send-error": ("udp_send_errors",),
     "stream-queue-full": ("stream_send_dropped",),
+}
+
+#: natsrv_stream_connection_events_total{event}: the counters each event is read from.
+STREAM_EVENTS = {
+    "accepted": ("tcp_accepted", "tls_accepted"),
+    "evicted": ("stream_evicted",),
+    "refused-per-source": ("stream_refused_per_source",),
+    "refused-full": ("stream_refused_full",),
+    "handshake-timeout": ("tls_handshake_timeouts",),
+    "message-timeout": ("stream_timeouts",),
+    "accept-error": ("tcp_accept_errors", "tls_accept_errors"),
 }
 
 
@@ -53,9 +65,15 @@ class Metrics:
 class Collector(_CollectorBase):
     """The Prometheus families of one server process, read at scrape time."""
 
-    def __init__(self, metrics: Metrics, server: Callable[[], Server | None]) -> None:
+    def __init__(
+        self,
+        metrics: Metrics,
+        server: Callable[[], Server | None],
+        tasks: Callable[[], int] | None = None,
+    ) -> None:
         self.metrics = metrics
         self.server = server
+        self.tasks = tasks
 
     def collect(self) -> Iterator[Metric]:
         counters = self.metrics.counters
@@ -87,6 +105,17 @@ class Collector(_CollectorBase):
             "natsrv_relay_ports_free", "Relay ports neither allocated nor reserved",
             value=ports_free,
         )  # fmt: skip
+        live_timers, timer_entries = turn.timers() if turn is not None else (0, 0)
+        yield GaugeMetricFamily(
+            "natsrv_timers", "Lifetime deadlines scheduled in the TURN core (allocations "
+            "and reservations)", value=live_timers,
+        )  # fmt: skip
+        yield GaugeMetricFamily(
+            "natsrv_timer_heap_entries", "Entries in the TURN core's timer heap, stale ones "
+            "included (bounded: compacted as it grows)", value=timer_entries,
+        )  # fmt: skip
+        if self.tasks is not None:
+            yield GaugeMetricFamily("natsrv_tasks", "Running trio tasks", value=self.tasks())
         yield GaugeMetricFamily(
             "natsrv_stream_connections", "Open TCP and TLS client connections",
             value=self.metrics.gauges.get("stream_connections", 0),
@@ -100,6 +129,14 @@ class Collector(_CollectorBase):
             "natsrv_dtls_sessions", "DTLS sessions (handshaking or established)",
             value=self.metrics.gauges.get("dtls_sessions", 0),
         )  # fmt: skip
+        streams = CounterMetricFamily(
+            "natsrv_stream_connection_events", "TCP and TLS connections: accepted, "
+            "evicted to make room, refused, timed out (TLS handshake, first or idle message)",
+            labels=["event"],
+        )  # fmt: skip
+        for event, names in STREAM_EVENTS.items():
+            streams.add_metric([event], sum(counters.get(name, 0) for name in names))
+        yield streams
         requests = CounterMetricFamily(
             "natsrv_stun_requests", "Requests answered, by method, transport and result "
             "(success or the error code)", labels=["method", "transport", "result"],

@@ -981,6 +981,11 @@ class TurnServer:
             heapq.heappop(heap)
         return None
 
+    def timers(self) -> tuple[int, int]:
+        """(timers that still stand for something, heap entries in all): what
+        ``/metrics`` shows, so a leak of either is visible."""
+        return sum(1 for entry in self._heap if self._scheduled(entry)), len(self._heap)
+
     def connection_closed(self, five_tuple: FiveTuple, now: float) -> list[Effect]:
         """The client's TCP/TLS connection closed: its 5-tuple, and so its allocation,
         is gone."""

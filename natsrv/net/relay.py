@@ -54,7 +54,10 @@ class RelaySockets:
         v6 = ":" in ip
         # The C socket type: the ``socket.socket`` subclass adds Python-level __init__
         # and close() that an allocate/delete cycle would pay for twice.
-        sock = _socket.socket(_AF_INET6 if v6 else _AF_INET, _UDP_NONBLOCK)
+        try:
+            sock = _socket.socket(_AF_INET6 if v6 else _AF_INET, _UDP_NONBLOCK)
+        except OSError:  # EMFILE, ENFILE, ENOBUFS: no socket now; the core answers 508
+            return False
         try:
             if v6:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)

@@ -12,7 +12,6 @@ import logging
 import secrets
 import socket
 import ssl
-import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -42,7 +41,7 @@ from .dtls import DtlsEndpoint, make_dtls_context
 from .fastpath import install as install_data_path
 from .relay import RelaySockets, read_relays
 from .sdnotify import notify
-from .shell import Shell
+from .shell import Shell, SteadyClock
 from .tcp import StreamSlots, serve_stream
 from .udp import bind_udp, local_address, serve_udp
 
@@ -111,6 +110,18 @@ async def _watch_drain(info: ServerInfo) -> None:
     while turn is not None and turn.allocations:
         await trio.sleep(0.1)  # a periodic look, not a synchronisation: bounded by drain-timeout
     info.drained.set()
+
+
+def count_tasks() -> int:
+    """The trio tasks running in this process (``/metrics``: a leak shows)."""
+    root = trio.lowlevel.current_root_task()
+    count, todo = 0, [] if root is None else [root]
+    while todo:
+        task = todo.pop()
+        count += 1
+        for nursery in task.child_nurseries:
+            todo.extend(nursery.child_tasks)
+    return count
 
 
 #: Tries at a port number the kernel picked that turned out taken for TCP or an alternate.
@@ -425,13 +436,14 @@ def resolved_config(config: Config, bound: Listeners) -> Config:
 async def serve(
     config: Config,
     *,
-    clock: Callable[[], float] = time.time,
+    clock: Callable[[], float] = SteadyClock(),  # noqa: B008 - one per process is right
     sockets: SocketSource | None = None,
     nonce_key: bytes | None = None,
     ledger: AllocationLedger | None = None,
     task_status: trio.TaskStatus[ServerInfo] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run the server until cancelled. ``clock`` is the wall clock the core is given.
+    """Run the server until cancelled. ``clock`` is the unix-time clock the core is
+    given; by default a :class:`SteadyClock`, which system clock steps do not move.
     A worker process passes the sockets it inherited, the nonce key every worker
     shares and the host's allocation ledger (``net/workers.py``)."""
     metrics = Metrics()
@@ -539,7 +551,7 @@ async def serve(
                 ))  # fmt: skip
             if admin_listeners:
                 routes = AdminRoutes(
-                    Collector(metrics, lambda: info.server),
+                    Collector(metrics, lambda: info.server, tasks=count_tasks),
                     sessions=(lambda: turn.sessions(clock())) if turn is not None else list,
                     ready=lambda: not info.draining,
                     drain=info.drain,

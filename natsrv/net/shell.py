@@ -11,9 +11,10 @@ buffer or stream queue drops the message and counts it, as a router would.
 from __future__ import annotations
 
 import _socket
+import errno
 import socket
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, MutableMapping
 from types import ModuleType
 from typing import TYPE_CHECKING
 
@@ -35,13 +36,49 @@ _UDP = "udp"
 _DTLS = "dtls"
 
 
+#: Send errors that mean "no room now" (the socket buffer, or the interface queue under
+#: overload): the datagram is dropped, as a router would.
+NO_ROOM = frozenset({errno.EAGAIN, errno.EWOULDBLOCK, errno.ENOBUFS})
+
+
+def count_send_failure(counters: MutableMapping[str, int], exc: OSError) -> None:
+    """Count a datagram a ``sendto`` refused: no room (``udp_send_dropped``) or another
+    error such as an unreachable network (``udp_send_errors``). Both are drops in
+    ``natsrv_dropped_datagrams_total``; neither ever stops the caller."""
+    counters["udp_send_dropped" if exc.errno in NO_ROOM else "udp_send_errors"] += 1
+
+
+class SteadyClock:
+    """Unix time that never steps: the wall clock read once, at construction, advanced
+    by the monotonic clock since.
+
+    Every lifetime in the core (allocations, permissions, channels, reservations,
+    nonces, rate limits) is a difference of two ``now`` values, so a system clock set
+    back an hour must not keep allocations alive for an extra hour, nor one set forward
+    expire them all at once. ``CLOCK_MONOTONIC`` is slewed by NTP but never stepped, so
+    this clock follows real time at the rate NTP keeps; a step of the system clock
+    (``date -s``, a VM resumed, a first NTP sync) is ignored until the next restart.
+    REST usernames carry unix expiry times, so start the server once the clock is set
+    (systemd: after ``time-sync.target``).
+    """
+
+    __slots__ = ("_offset",)
+
+    def __init__(self) -> None:
+        self._offset = time.time() - time.monotonic()
+
+    def __call__(self) -> float:
+        return self._offset + time.monotonic()
+
+
 class Shell:
     """The sockets and connections effects are carried out on, and the server's clock.
 
     ``senders`` maps each local UDP endpoint to the socket bound on it (a CHANGE-REQUEST
     answer leaves from another endpoint than the request arrived on); ``connections``
-    maps a stream's 5-tuple to its connection; ``clock`` is the wall clock the core's
-    ``now`` comes from (REST usernames and nonces are unix times).
+    maps a stream's 5-tuple to its connection; ``clock`` is where the core's ``now``
+    comes from: unix time (REST usernames and nonces are unix times) that never steps
+    (:class:`SteadyClock`), so lifetimes do not jump with the system clock.
     """
 
     def __init__(
@@ -49,13 +86,13 @@ class Shell:
         server: Server,
         relays: RelaySockets,
         metrics: Metrics,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         self.server = server
         self.relays = relays
         self.metrics = metrics
         self.counters = metrics.counters
-        self.clock = clock
+        self.clock = clock if clock is not None else SteadyClock()
         self.senders: dict[Address, socket.socket] = {}
         self.connections: dict[FiveTuple, StreamConnection] = {}
         #: RFC 6062 peer connections (net/tcp_relay.py).
@@ -100,10 +137,8 @@ class Shell:
     def sendto(self, sock: socket.socket | _socket.socket, data: bytes, dest: Address) -> None:
         try:
             sock.sendto(data, dest)
-        except BlockingIOError:
-            self.counters["udp_send_dropped"] += 1
-        except OSError:
-            self.counters["udp_send_errors"] += 1
+        except OSError as exc:
+            count_send_failure(self.counters, exc)
 
     # -- connections and time ------------------------------------------------------------
     def connection_opened(self, conn: StreamConnection) -> None:
@@ -125,4 +160,4 @@ class Shell:
             self.apply(server.expire(self.clock()))
 
 
-__all__ = ["Shell"]
+__all__ = ["NO_ROOM", "Shell", "SteadyClock", "count_send_failure"]

@@ -141,6 +141,7 @@ class StreamSlots:
                 None,
             )  # fmt: skip
             if victim is None:
+                self.counters["stream_refused_full"] += 1
                 return None
             self.counters["stream_evicted"] += 1
             victim.scope.cancel()
@@ -218,8 +219,11 @@ async def serve_stream(
                         peer = header.source
                 if ssl_context is not None:
                     stream = trio.SSLStream(sock_stream, ssl_context, server_side=True)
-                    with trio.fail_after(handshake_timeout):
+                    with trio.move_on_after(handshake_timeout) as handshake:
                         await stream.do_handshake()
+                    if handshake.cancelled_caught:
+                        counters["tls_handshake_timeouts"] += 1
+                        return
                 conn = StreamConnection(stream, peer, local, ssl_context is not None)
                 if conn.five_tuple in shell.connections:
                     # Only a PROXY header can name a 5-tuple already open: never let a
@@ -333,6 +337,8 @@ async def _serve_connection(
                 await conn.sent.wait()
                 if not conn.closed:
                     await shell.tcp_relay.splice(conn, cid, framer.take_rest())
+        if idle.cancelled_caught:
+            shell.counters["stream_timeouts"] += 1
         # Let what is queued go out (bounded), then stop.
         conn._send.close()
         nursery.cancel_scope.deadline = trio.current_time() + 2.0

@@ -17,7 +17,7 @@ from collections.abc import MutableMapping
 import trio
 
 from ..core.effects import SendToClient
-from .shell import Shell
+from .shell import Shell, count_send_failure
 
 log = logging.getLogger("natsrv.udp")
 
@@ -95,8 +95,8 @@ async def serve_udp(sock: socket.socket, shell: Shell) -> None:
                         except BlockingIOError:
                             await _send_when_writable(sock, effect.data, five_tuple[1],
                                                       counters)  # fmt: skip
-                        except OSError:
-                            counters["udp_send_errors"] += 1
+                        except OSError as exc:  # ENOBUFS, unreachable: drop and count
+                            count_send_failure(counters, exc)
                     else:
                         apply((effect,))
                     continue
@@ -108,10 +108,8 @@ async def serve_udp(sock: socket.socket, shell: Shell) -> None:
                 if relay is not None:
                     try:
                         relay.sendto(payload, route[1])
-                    except BlockingIOError:
-                        counters["udp_send_dropped"] += 1
-                    except OSError:
-                        counters["udp_send_errors"] += 1
+                    except OSError as exc:
+                        count_send_failure(counters, exc)
         else:
             # A full batch: let timers and other listeners run before the next one.
             await trio.lowlevel.checkpoint()
@@ -174,5 +172,5 @@ async def _send_when_writable(
         await trio.lowlevel.wait_writable(sock)
     try:
         sock.sendto(data, dest)
-    except OSError:
-        counters["udp_send_dropped"] += 1
+    except OSError as exc:
+        count_send_failure(counters, exc)

@@ -58,9 +58,47 @@ def codec_seeds() -> list[bytes]:
     ]  # fmt: skip
 
 
+def classify_seeds() -> list[bytes]:
+    """Records for fuzz_classify.py: natsrv's own answers (through the core, as the
+    harness's server at 192.0.2.1:3478 with alternate 192.0.2.2:3479 gives them) to
+    the requests the classifier sends, each tagged with the endpoint it came from."""
+    try:  # the request builders' module since the classifier was split into modules
+        from classifier.binding import binding_request
+    except ImportError:
+        from classifier.transport import binding_request
+    from tests.fuzz.harness import PRIMARY, SendToClient, make_server
+
+    server, _ = make_server()
+    client = ("198.51.100.7", 40000)
+
+    def answer(cookie: bool = True, change_ip: bool = False, change_port: bool = False,
+               extra: list[tuple[int, object]] | None = None) -> bytes:  # fmt: skip
+        request = binding_request(cookie=cookie, change_ip=change_ip, change_port=change_port)
+        request.attributes += extra or []
+        effects = server.receive(request.encode(), ("udp", client, PRIMARY), 1e9)
+        (reply,) = [e for e in effects if isinstance(e, SendToClient)]
+        source = reply.five_tuple[2]
+        where = 0 if source == PRIMARY else 1 if source[0] != PRIMARY[0] else 2
+        return bytes([1 | where << 2]) + len(reply.data).to_bytes(2, "big") + reply.data
+
+    plain, classic = answer(), answer(cookie=False)
+    both, port = answer(change_ip=True, change_port=True), answer(change_port=True)
+    error = answer(extra=[(0x0031, b"abcd")])  # an unknown required attribute: 420
+    timeout = b"\x00"
+    return [
+        plain * 24,  # every probe answered from where it went: open internet
+        (classic + both + port) * 8,  # RFC 3489 dialect, CHANGE-REQUEST served
+        (plain + both + port) * 8,
+        (plain + timeout + timeout) * 8,  # a filtering NAT drops the changed answers
+        (plain + error) * 12,
+        (classic + timeout) * 12,
+    ]
+
+
 def main() -> None:
     for name, seeds in (("codec", codec_seeds()), ("turn", [bytes(range(i, i + 40))
-                                                          for i in range(0, 200, 40)])):
+                                                          for i in range(0, 200, 40)]),
+                        ("classify", classify_seeds())):  # fmt: skip
         target = HERE / "corpus" / name
         target.mkdir(parents=True, exist_ok=True)
         for seed in seeds:

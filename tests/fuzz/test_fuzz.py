@@ -24,6 +24,7 @@ HERE = Path(__file__).resolve().parent
 
 #: harness -> (executions in the suite, -max_len)
 HARNESSES = {
+    "classify": (5_000, 4096),
     "codec": (60_000, 1500),
     "turn": (6_000, 1024),
 }
