@@ -45,7 +45,9 @@ from typing import Any
 import binding_load as bl
 import turn_load as tl
 
-COTURN_4_17 = os.environ.get("COTURN_4_17", "/tmp/coturn-4.17.1/bin/turnserver")
+#: coturn 4.17.1's turnserver (built from source beside the project, a benchmark peer
+#: only): $COTURN_4_17, else whatever `turnserver-4.17.1` is on PATH.
+COTURN_4_17 = os.environ.get("COTURN_4_17", "turnserver-4.17.1")
 SERVERS = {
     "natsrv": None,
     "coturn-4.17.1": COTURN_4_17,
