@@ -331,6 +331,9 @@ class _Slot:
     lock: trio.Lock = field(default_factory=trio.Lock)
     ready: bool = False
     next_id: int = 0
+    #: Reload signals that came while this slot's worker was starting (it could not
+    #: take them yet): sent once it is ready.
+    pending: set[int] = field(default_factory=set)
 
 
 class Supervisor:
@@ -407,6 +410,7 @@ class Supervisor:
                     self._fail(1)
                     return
                 slot.process, slot.lines = process, ctl
+                slot.pending.clear()  # a new worker reads the configuration as it is now
                 if self.draining or self.stopping:  # a signal came while it was starting
                     os.kill(process.pid, signal.SIGINT if self.stopping else signal.SIGTERM)
                 async with trio.open_nursery() as nursery:
@@ -448,6 +452,10 @@ class Supervisor:
                 return
         if isinstance(hello, dict) and "ready" in hello:
             slot.ready = True
+            for signum in sorted(slot.pending):
+                if slot.process is not None and slot.process.returncode is None:
+                    os.kill(slot.process.pid, signum)
+            slot.pending.clear()
             if slot.process is not None and self.all_ready.is_set():
                 log.info("worker %d ready again: pid %d", slot.index, slot.process.pid)
             if all(s.ready for s in self.slots):
@@ -545,6 +553,20 @@ class Supervisor:
                 except ProcessLookupError:
                     pass
 
+    def _reload_all(self, signum: int) -> None:
+        """SIGHUP or SIGUSR2 to every ready worker; a worker still starting gets it once
+        it is ready (before, the signal would be lost or kill it)."""
+        for slot in self.slots:
+            if slot.process is None or slot.process.returncode is not None:
+                continue
+            if slot.ready:
+                try:
+                    os.kill(slot.process.pid, signum)
+                except ProcessLookupError:
+                    pass
+            else:
+                slot.pending.add(signum)
+
     def drain(self) -> None:
         """The first SIGTERM (or ``POST /drain``): every worker drains."""
         if self.draining or self.stopping or self.nursery is None:
@@ -579,7 +601,7 @@ class Supervisor:
         async for signum in signals:
             if signum in (signal.SIGHUP, signal.SIGUSR2):
                 log.info("%s: passed to every worker", signal.Signals(signum).name)
-                self._signal_all(signum)
+                self._reload_all(signum)
             elif signum == signal.SIGUSR1:
                 log.info("SIGUSR1 ignored (SIGHUP reloads, SIGUSR2 reloads TLS)")
             elif signum == signal.SIGTERM and not self.draining and not self.stopping:
