@@ -10,6 +10,7 @@ the ``--json`` output and is never parsed back.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from dataclasses import dataclass
 from enum import StrEnum
@@ -512,6 +513,7 @@ class Verdict(_Explained):
 # --------------------------------------------------------------------------- addresses
 
 
+@functools.lru_cache(maxsize=256)
 def comparable_ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | str:
     """An address for comparing: IPv4-mapped IPv6 becomes IPv4; a non-IP stays text."""
     try:

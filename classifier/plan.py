@@ -21,6 +21,7 @@ lifetime (§4.6) only when asked for (``--lifetime``), as it takes minutes.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -80,7 +81,12 @@ class Step:
 
     def id(self, family: Family) -> ProbeId:
         """The id of this step's probe in ``family``."""
-        return ProbeId(family, self.test, self.index)
+        return _step_id(self, family)
+
+
+@functools.cache
+def _step_id(step: Step, family: Family) -> ProbeId:
+    return ProbeId(family, step.test, step.index)
 
 _CHANGE_TESTS = (
     Step(ProbeTest.TEST1, Target.PRIMARY),
@@ -234,8 +240,13 @@ def origin_mismatch(probe: Probe) -> Finding | None:
 
 def _recorded(family: Family, probes: Iterable[Probe]) -> dict[ProbeId, Probe]:
     """This family's probes by id; a later record of a step replaces an earlier."""
-    ids = {step.id(family) for step in STEPS[family]}
+    ids = _family_ids(family)
     return {probe.id: probe for probe in probes if probe.id in ids}
+
+
+@functools.cache
+def _family_ids(family: Family) -> frozenset[ProbeId]:
+    return frozenset(step.id(family) for step in STEPS[family])
 
 
 def _fields(family: Family, probes: Iterable[Probe]) -> dict[str, Probe]:
