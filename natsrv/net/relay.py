@@ -191,12 +191,21 @@ async def _read_relays_native(shell: Shell) -> None:
     receive_from_peer = shell.server.receive_from_peer
     send_to_client = shell.send_to_client
     wait_readable = trio.lowlevel.wait_readable
+    checkpoint = trio.lowlevel.checkpoint
+    events: list[tuple[int, int]] = []
     while True:
-        await wait_readable(epoll_fd)
+        # After a busy round, yield and look again: an empty epoll poll is cheaper than
+        # re-arming the epoll descriptor in trio's own set (as udp.py's listener does).
+        if events:
+            await checkpoint()
+        else:
+            await wait_readable(epoll_fd)
         try:
             events = poll(0, MAX_EVENTS)
         except (OSError, ValueError):  # closed at shutdown
             return
+        if not events:
+            continue
         now = clock()
         misses, _, recv_errors, send_errors, dropped, _ = drain(
             [fd for fd, _ in events if fd in by_fd], routes, now

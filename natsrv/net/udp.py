@@ -132,24 +132,39 @@ async def _serve_udp_native(sock: socket.socket, shell: Shell) -> bool:
     fd = sock.fileno()
     routes = shell.forwarding.routes if shell.forwarding is not None else {}
     drain = native.drain_listener
+    send_datagrams = native.send_datagrams
     receive = shell.server.receive
     apply = shell.apply
     plain_answers = shell.server.plain_answers
     clock = shell.clock
     counters = shell.counters
     wait_readable = trio.lowlevel.wait_readable
+    checkpoint = trio.lowlevel.checkpoint
+    busy = False
     while True:
-        await wait_readable(sock)
+        if busy:
+            # The last drain found datagrams: more are likely queued by now. Yielding
+            # and draining again costs one empty recvmmsg when none came, where waiting
+            # for readability re-arms the socket in trio's epoll set every time.
+            await checkpoint()
+        else:
+            await wait_readable(sock)
         now = clock()
         misses, answered, _, recv_errors, send_errors, dropped, more = drain(
             fd, tail, mapped, routes, now
         )
+        busy = more or answered > 0 or len(misses) > 0
         if answered:
             plain_answers[_UDP] += answered
         if recv_errors or send_errors or dropped:
             counters["udp_recv_errors"] += recv_errors
             counters["udp_send_errors"] += send_errors
             counters["udp_send_dropped"] += dropped
+        if not misses:
+            continue
+        # What the core answers from this listener leaves in one send_datagrams call
+        # (sendmmsg) after the batch; anything else goes through the shell at once.
+        out: list[tuple[bytes, Address]] = []
         for data, src in misses:
             try:
                 effects = receive(data, (_UDP, src, local), now)
@@ -158,10 +173,18 @@ async def _serve_udp_native(sock: socket.socket, shell: Shell) -> bool:
                 if counters["handler_errors"] <= 10:
                     log.exception("error handling a datagram from %s", src)
                 continue
-            if effects:
-                apply(effects)
-        if more:
-            await trio.lowlevel.checkpoint()
+            for effect in effects:
+                if type(effect) is SendToClient:
+                    five_tuple = effect.five_tuple
+                    if five_tuple[2] is local and five_tuple[0] == _UDP:
+                        out.append((effect.data, five_tuple[1]))
+                        continue
+                apply((effect,))
+        if out:
+            _, send_errors, dropped = send_datagrams(fd, out)
+            if send_errors or dropped:
+                counters["udp_send_errors"] += send_errors
+                counters["udp_send_dropped"] += dropped
 
 
 async def _send_when_writable(
