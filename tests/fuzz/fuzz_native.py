@@ -32,9 +32,10 @@ only as a fallback where clang is absent, a mutation run without feedback.
 The Python side (the oracle) is left uninstrumented: instrumenting it made a run 20x
 slower (1.6k against 32k executions a second) for edges of code ``fuzz_codec.py``
 already fuzzes with coverage. The inputs stay shaped, since no coverage leads a
-mutator to a matching CRC-32: the first byte picks a template (a Binding request
-with or without FINGERPRINT, ChannelData on a routed channel, raw bytes) that the
-rest of the input fills and mutates.
+mutator to a matching CRC-32, nor to a 64 KiB datagram under a short -max_len: the
+first byte picks a template (a Binding request with or without FINGERPRINT,
+ChannelData on a routed channel, raw bytes, the rest repeated to 65,490-65,553 bytes)
+that the rest of the input fills and mutates.
 """
 
 from __future__ import annotations
@@ -93,6 +94,9 @@ PEER_ROUTES = [
     for ch in (0x4001, 0)
 ]  # fmt: skip
 COOKIE = b"\x21\x12\xa4\x42"
+#: The lengths of template 4: across the largest Data indication payload (65,504) and
+#: the largest ChannelData length field (65,535), beyond libFuzzer's -max_len.
+LONG_SIZES = (65_490, 65_554)
 
 
 def shaped(data: bytes) -> bytes:
@@ -112,6 +116,9 @@ def shaped(data: bytes) -> bytes:
     if kind == 2:  # ChannelData on a routed channel, any length field
         channel = CHANNELS[rest[0] % 4] if rest else 0x4000
         return channel.to_bytes(2, "big") + rest[1:3].ljust(2, b"\x00") + rest[3:]
+    if kind == 4:  # about as long as a datagram gets: the size limits of both relay ways
+        size = LONG_SIZES[0] + (rest[0] % (LONG_SIZES[1] - LONG_SIZES[0]) if rest else 0)
+        return ((rest or b"\x00") * (size // max(len(rest), 1) + 1))[:size]
     return rest
 
 

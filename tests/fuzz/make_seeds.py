@@ -61,13 +61,15 @@ def codec_seeds() -> list[bytes]:
 def native_seeds() -> list[bytes]:
     """Inputs for fuzz_native.py, whose first byte picks a template (its ``shaped``): the
     codec's seeds as raw datagrams, a plain Binding request, one with a FINGERPRINT
-    (correct, and with a byte of it flipped) and ChannelData on each routed channel."""
+    (correct, and with a byte of it flipped), ChannelData on each routed channel, and
+    datagrams of 65,504 and 65,505, 65,535 and 65,536 bytes."""
     return [
         *(b"\x03" + seed for seed in codec_seeds()),
         b"\x00" + TID,
         b"\x01" + TID,
         b"\x01" + TID + b"\x19\x01",
         *(b"\x02" + bytes([i]) + b"\x00\x05hello" for i in range(4)),
+        *(b"\x04" + bytes([n - 65_490]) + b"\x40\x01" for n in (65_504, 65_505, 65_535, 65_536)),
     ]
 
 
