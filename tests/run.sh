@@ -5,9 +5,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # haproxy: tests/interop/test_haproxy.py (natsrv behind a PROXY-protocol proxy);
-# systemd: systemd-analyze verify of deploy/natsrv.service.
+# systemd: systemd-analyze verify of deploy/natsrv.service; clang and libclang-rt-dev
+# (its sanitizer files): the AddressSanitizer + SanitizerCoverage build of the native
+# data path that tests/fuzz/fuzz_native.py fuzzes.
 packages=(python3 python3-venv python3-dev gcc iproute2 nftables coturn stun-client stun-server
-          chromium openssl procps util-linux systemd haproxy)
+          chromium openssl procps util-linux systemd haproxy clang libclang-rt-dev)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -58,6 +58,21 @@ def codec_seeds() -> list[bytes]:
     ]  # fmt: skip
 
 
+def native_seeds() -> list[bytes]:
+    """Inputs for fuzz_native.py, whose first byte picks a template (its ``shaped``): the
+    codec's seeds as raw datagrams, a plain Binding request, one with a FINGERPRINT
+    (correct, and with a byte of it flipped), ChannelData on each routed channel, and
+    datagrams of 65,504 and 65,505, 65,535 and 65,536 bytes."""
+    return [
+        *(b"\x03" + seed for seed in codec_seeds()),
+        b"\x00" + TID,
+        b"\x01" + TID,
+        b"\x01" + TID + b"\x19\x01",
+        *(b"\x02" + bytes([i]) + b"\x00\x05hello" for i in range(4)),
+        *(b"\x04" + bytes([n - 65_490]) + b"\x40\x01" for n in (65_504, 65_505, 65_535, 65_536)),
+    ]
+
+
 def classify_seeds() -> list[bytes]:
     """Records for fuzz_classify.py: natsrv's own answers (through the core, as the
     harness's server at 192.0.2.1:3478 with alternate 192.0.2.2:3479 gives them) to
@@ -98,7 +113,7 @@ def classify_seeds() -> list[bytes]:
 def main() -> None:
     for name, seeds in (("codec", codec_seeds()), ("turn", [bytes(range(i, i + 40))
                                                           for i in range(0, 200, 40)]),
-                        ("classify", classify_seeds())):  # fmt: skip
+                        ("classify", classify_seeds()), ("native", native_seeds())):  # fmt: skip
         target = HERE / "corpus" / name
         target.mkdir(parents=True, exist_ok=True)
         for seed in seeds:
