@@ -31,11 +31,11 @@
 #include <limits.h>
 #include <netinet/in.h>
 #include <netinet/udp.h>
-#include <unistd.h>
 #include <stdint.h>
 #include <string.h>
 #include <sys/random.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #define BATCH 64           /* datagrams per recvmmsg */
 #define ROUNDS 4           /* recvmmsg calls per drain, at most */

@@ -15,6 +15,7 @@ the server (in this trio run) sees the whole burst in one wake-up.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import socket
@@ -27,7 +28,7 @@ from natsrv.metrics import Collector
 from natsrv.net.serve import ServerInfo
 from natsrv.stun import Attr, Message, MessageClass, Method, decode_untrusted
 from natsrv.stun.framing import decode_channel_data_untrusted, encode_channel_data
-from tests.conftest import PRIMARY_IP, native_built, require, start_server
+from tests.conftest import PRIMARY_IP, ipv6_loopback, native_built, require, start_server
 from tests.net.test_data_path import LOOPBACK
 from tests.net.test_turn_server import TurnClient, turn_config
 
@@ -63,10 +64,11 @@ class Endpoints:
     def __init__(self) -> None:
         self.made: list[trio.socket.SocketType] = []
 
-    def udp(self) -> tuple[socket.socket, trio.socket.SocketType]:
-        plain = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    def udp(self, ip: str = PRIMARY_IP) -> tuple[socket.socket, trio.socket.SocketType]:
+        plain = socket.socket(socket.AF_INET6 if ":" in ip else socket.AF_INET,
+                              socket.SOCK_DGRAM)  # fmt: skip
         plain.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
-        plain.bind((PRIMARY_IP, 0))
+        plain.bind((ip, 0))
         plain.setblocking(False)
         wrapped = trio.socket.from_stdlib_socket(plain)
         self.made.append(wrapped)
@@ -237,6 +239,42 @@ async def test_a_burst_from_the_peer_reaches_the_client_as_channel_data_and_indi
     else:
         assert figures["sends"] == figures["datagrams"] == 0
     assert client.unexpected == []
+
+
+async def test_bursts_over_ipv6_arrive_datagram_by_datagram(
+    nursery: trio.Nursery, gso_path: str, endpoints: Endpoints
+) -> None:
+    require(ipv6_loopback(), "no IPv6 loopback (::1) on this host")
+    info = await start_server(nursery, turn_config(
+        relay_ip=("::1",), allow_peer=(ipaddress.ip_network("::1/128"),)))  # fmt: skip
+    client_plain, client_sock = endpoints.udp()
+    client = TurnClient(client_sock, info.udp[0], "alice", "wonderland")
+    reply = await client.request(Method.ALLOCATE, (Attr.REQUESTED_TRANSPORT, 17),
+                                 (Attr.REQUESTED_ADDRESS_FAMILY, 0x02))  # fmt: skip
+    assert reply.cls == MessageClass.SUCCESS, reply.get(Attr.ERROR_CODE)
+    relay = reply.get(Attr.XOR_RELAYED_ADDRESS)
+    peer_plain, peer = endpoints.udp("::1")
+    peer_addr = peer.getsockname()[:2]
+    reply = await client.request(Method.CHANNEL_BIND, (Attr.CHANNEL_NUMBER, CHANNEL),
+                                 (Attr.XOR_PEER_ADDRESS, peer_addr))  # fmt: skip
+    assert reply.cls == MessageClass.SUCCESS
+    # 1452 bytes is the largest IPv6 segment GSO takes; 1460 go alone.
+    sizes = [100] * 70 + [1452] * 3 + [1460] * 3 + [50]
+    await burst_to_peer(info, client_plain, peer, sizes)
+    sent = list(payloads([300] * 50))
+    for payload in sent:
+        peer_plain.sendto(payload, relay)
+    got = await receive_all(client_sock, len(sent))
+    assert [decode_channel_data_untrusted(data) for data in got] == [
+        (CHANNEL, payload) for payload in sent
+    ]
+    assert nothing_more(peer_plain) and nothing_more(client_plain)
+    figures = gso_figures(info)
+    if gso_path == "gso":
+        assert figures["datagrams"] > (70 + 3 + 50) // 2
+        assert figures["datagrams"] <= 70 + 3 + 50 and figures["refusals"] == 0
+    else:
+        assert figures["sends"] == figures["datagrams"] == 0
 
 
 async def test_binding_answers_to_one_client_keep_their_boundaries(
