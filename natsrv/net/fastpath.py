@@ -45,7 +45,7 @@ def native_module() -> ModuleType | None:
     return _fastpath
 
 
-def describe(native: ModuleType | None, gso: bool = False) -> str:
+def describe(native: ModuleType | None, gso: bool) -> str:
     """The one log line that says which data path runs (and, native, whether with GSO)."""
     if native is not None:
         if gso:
