@@ -11,9 +11,13 @@
  *     routing table (RFC 8656 §12.4);
  *   - on the ready relay sockets (all in one call): sends a datagram from a peer whose (relay, peer) the core
  *     installed to its client as ChannelData or a Data indication (RFC 8656 §11.3).
- * Replies go out with sendmmsg, in runs per socket. Everything else (a miss, an entry
- * past its deadline, any other message) is handed back to Python untouched, in order,
- * for Server.receive / Server.receive_from_peer, which decide and refill the table.
+ * Replies go out with sendmmsg, in runs per socket; consecutive datagrams of one socket
+ * to one destination, all of one length but the last (which may be shorter), leave as
+ * one UDP GSO super-datagram (UDP_SEGMENT: the kernel cuts it back into those
+ * datagrams), unless turned off (set_gso) or refused by the kernel. Everything else (a
+ * miss, an entry past its deadline, any other message) is handed back to Python
+ * untouched, in order, for Server.receive / Server.receive_from_peer, which decide and
+ * refill the table.
  *
  * Linux only (recvmmsg/sendmmsg); elsewhere the build fails and setup.py's
  * optional=True leaves the pure-Python path.
@@ -24,11 +28,14 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <limits.h>
 #include <netinet/in.h>
+#include <netinet/udp.h>
 #include <stdint.h>
 #include <string.h>
 #include <sys/random.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #define BATCH 64           /* datagrams per recvmmsg */
 #define ROUNDS 4           /* recvmmsg calls per drain, at most */
@@ -40,6 +47,19 @@
 #define CHANNEL_MAX 0x7FFE
 #define MAX_DATA_INDICATION_PAYLOAD 65504
 #define FINGERPRINT_XOR 0x5354554eU
+
+#ifndef SOL_UDP
+#define SOL_UDP 17
+#endif
+#ifndef UDP_SEGMENT
+#define UDP_SEGMENT 103    /* linux/udp.h, Linux 4.18 */
+#endif
+#define GSO_MAX_SEGMENTS 64       /* UDP_MAX_SEGMENTS of the kernels before 6.x */
+#define GSO_MAX_BYTES 65507       /* one send: what an IPv4 datagram can carry */
+#define GSO_MAX_SEGMENT_V4 1472   /* a segment must fit the path MTU: 1500-byte links */
+#define GSO_MAX_SEGMENT_V6 1452
+#define GSO_MIN_RUN 2             /* datagrams coalesced into one send, at least */
+#define GSO_FD_BITS 65536         /* sockets below this remember a refusal each */
 
 static const uint8_t COOKIE[4] = {0x21, 0x12, 0xA4, 0x42};
 
@@ -315,11 +335,13 @@ static uint8_t shead[BATCH][ANSWER_MAX];
 static struct iovec siov[BATCH][3];
 static struct sockaddr_storage saddr[BATCH];
 static struct mmsghdr smsg[BATCH];
+static size_t slen[BATCH];         /* each queued datagram's length */
 static int sfd[BATCH];
 static const uint8_t zeros[4];
 
 typedef struct {
     long recv_errors, send_errors, send_dropped;
+    long gso_sends, gso_segments, gso_refused;  /* super-datagrams, datagrams in them */
 } IoCounts;
 
 /* recvmmsg into buffers [first, first + vlen); how many datagrams came. */
@@ -353,6 +375,7 @@ static void queue_send(int *count, int fd, const struct sockaddr *dest, socklen_
     siov[i][k].iov_base = (void *)a; siov[i][k++].iov_len = alen;
     if (blen) { siov[i][k].iov_base = (void *)b; siov[i][k++].iov_len = blen; }
     if (pad) { siov[i][k].iov_base = (void *)zeros; siov[i][k++].iov_len = pad; }
+    slen[i] = alen + blen + pad;
     memset(&smsg[i].msg_hdr, 0, sizeof smsg[i].msg_hdr);
     smsg[i].msg_hdr.msg_name = &saddr[i];
     smsg[i].msg_hdr.msg_namelen = dest_len;
@@ -360,13 +383,130 @@ static void queue_send(int *count, int fd, const struct sockaddr *dest, socklen_
     smsg[i].msg_hdr.msg_iovlen = (size_t)k;
 }
 
-/* Send what was queued, one sendmmsg per run of messages from the same socket; a full
- * buffer drops the rest of the run (counted), as the Python path does. */
-static struct mmsghdr gmsg[BATCH];
+/* ---- UDP GSO (UDP_SEGMENT, Linux 4.18): runs to one destination in one send -------- */
+enum { GSO_OFF = 0, GSO_ON = 1 };
+static int gso_state = GSO_OFF;      /* set_gso() turns it on; a refusal turns it off */
+static int gso_kernel = -1;          /* whether the kernel knows UDP_SEGMENT; -1: not asked */
+static uint8_t gso_refused_fd[GSO_FD_BITS / 8];  /* sockets that refused it */
 
-/* Send what was queued: one sendmmsg per socket, its messages in the order queued
- * (different sockets' messages are independent); a full buffer drops the rest of that
- * socket's messages (counted), as the Python path does. */
+/* Whether this kernel has UDP_SEGMENT. A kernel without it would ignore the cmsg and
+ * send the run as one datagram, so this is asked before GSO is ever used. */
+static int gso_kernel_supports(void) {
+    if (gso_kernel < 0) {
+        int s = socket(AF_INET, SOCK_DGRAM, 0), size = 0;
+        socklen_t len = sizeof size;
+        gso_kernel = s >= 0 && getsockopt(s, SOL_UDP, UDP_SEGMENT, &size, &len) == 0;
+        if (s >= 0) close(s);
+    }
+    return gso_kernel;
+}
+
+static int gso_allowed(int fd) {
+    if (gso_state != GSO_ON) return 0;
+    if (fd >= 0 && fd < GSO_FD_BITS)
+        return !(gso_refused_fd[fd >> 3] & (1u << (fd & 7)));
+    return 1;
+}
+
+/* The kernel refused a super-datagram on fd with `err`: the device or the kernel cannot
+ * (EIO: no checksum offload; ENOPROTOOPT, EOPNOTSUPP) turns GSO off for the process; a
+ * segment this socket's path cannot carry (EINVAL: larger than the path MTU, EMSGSIZE)
+ * turns it off for the socket (and for the process when the socket is past the
+ * bitmap). A later socket given the same descriptor inherits it: a lost optimization,
+ * never a lost datagram. */
+static int gso_refusal(int fd, int err) {
+    if (err == EINVAL || err == EMSGSIZE) {
+        if (fd >= 0 && fd < GSO_FD_BITS) gso_refused_fd[fd >> 3] |= (uint8_t)(1u << (fd & 7));
+        else gso_state = GSO_OFF;
+        return 1;
+    }
+    if (err == EIO || err == ENOPROTOOPT || err == EOPNOTSUPP) {
+        gso_state = GSO_OFF;
+        return 1;
+    }
+    return 0;
+}
+
+static size_t gso_max_segment(const struct sockaddr_storage *dest) {
+    return dest->ss_family == AF_INET6 ? GSO_MAX_SEGMENT_V6 : GSO_MAX_SEGMENT_V4;
+}
+
+static int same_destination(int a, int b) {
+    socklen_t la = smsg[a].msg_hdr.msg_namelen;
+    return la == smsg[b].msg_hdr.msg_namelen && memcmp(&saddr[a], &saddr[b], la) == 0;
+}
+
+/* One socket's messages for sendmmsg: gmsg[m] carries the queued datagrams
+ * gidx[gfirst[m]] .. gidx[gfirst[m] + gsegs[m] - 1], as one super-datagram when
+ * gsegs[m] > 1 (its iovecs in giov, its UDP_SEGMENT cmsg in gctl[m]). */
+typedef union {
+    char buf[CMSG_SPACE(sizeof(uint16_t))];
+    struct cmsghdr align;
+} GsoControl;
+
+static struct mmsghdr gmsg[BATCH];
+static struct iovec giov[BATCH * 3];
+static GsoControl gctl[BATCH];
+static int gidx[BATCH], gfirst[BATCH], gsegs[BATCH];
+
+/* The messages for gidx[from..n) (queued sends of one socket, in order); with `gso`,
+ * runs to one destination coalesced by the kernel's rule: every segment gso_size bytes
+ * but the last, which may be shorter (never empty); at most GSO_MAX_SEGMENTS and
+ * GSO_MAX_BYTES each. How many messages. */
+static int build_messages(int from, int n, int gso) {
+    int m = 0, v = 0;
+    for (int i = from; i < n && m < BATCH;) {
+        int a = gidx[i], j = i + 1;
+        size_t seg = slen[a], total = seg;
+        if (gso && seg > 0 && seg <= gso_max_segment(&saddr[a])) {
+            while (j < n && j - i < GSO_MAX_SEGMENTS) {
+                int b = gidx[j];
+                size_t len = slen[b];
+                if (len == 0 || len > seg || total + len > GSO_MAX_BYTES || !same_destination(a, b))
+                    break;
+                total += len;
+                j++;
+                if (len < seg) break;  /* a shorter one ends the run */
+            }
+        }
+        if (j - i < GSO_MIN_RUN) j = i + 1;
+        gfirst[m] = i;
+        gsegs[m] = j - i;
+        if (j - i == 1) {
+            gmsg[m] = smsg[a];
+        } else {
+            struct msghdr *h = &gmsg[m].msg_hdr;
+            memset(h, 0, sizeof *h);
+            h->msg_name = &saddr[a];
+            h->msg_namelen = smsg[a].msg_hdr.msg_namelen;
+            h->msg_iov = &giov[v];
+            for (int k = i; k < j; k++) {
+                const struct msghdr *q = &smsg[gidx[k]].msg_hdr;
+                for (size_t e = 0; e < q->msg_iovlen && v < BATCH * 3; e++) giov[v++] = q->msg_iov[e];
+            }
+            h->msg_iovlen = (size_t)(&giov[v] - h->msg_iov);
+            memset(&gctl[m], 0, sizeof gctl[m]);
+            h->msg_control = gctl[m].buf;
+            h->msg_controllen = sizeof gctl[m].buf;
+            struct cmsghdr *c = CMSG_FIRSTHDR(h);
+            c->cmsg_level = SOL_UDP;
+            c->cmsg_type = UDP_SEGMENT;
+            c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+            uint16_t size = (uint16_t)seg;
+            memcpy(CMSG_DATA(c), &size, sizeof size);
+        }
+        gmsg[m].msg_len = 0;
+        m++;
+        i = j;
+    }
+    return m;
+}
+
+/* Send what was queued: one sendmmsg per socket, its datagrams in the order queued
+ * (different sockets' datagrams are independent), runs to one destination as GSO
+ * super-datagrams. A full buffer drops the rest of that socket's datagrams (counted),
+ * as the Python path does; a super-datagram the kernel refuses is sent again one
+ * datagram at a time, with the rest of that socket's batch. */
 static void flush_sends(int count, IoCounts *io) {
     static unsigned char done[BATCH];
     memset(done, 0, (size_t)count);
@@ -374,17 +514,29 @@ static void flush_sends(int count, IoCounts *io) {
         if (done[i]) continue;
         int fd = sfd[i], n = 0;
         for (int j = i; j < count; j++)
-            if (!done[j] && sfd[j] == fd) { gmsg[n++] = smsg[j]; done[j] = 1; }
+            if (!done[j] && sfd[j] == fd) { gidx[n++] = j; done[j] = 1; }
+        int m = build_messages(0, n, gso_allowed(fd));
         int k = 0;
-        while (k < n) {
-            int sent = sendmmsg(fd, gmsg + k, (unsigned)(n - k), MSG_DONTWAIT);
-            if (sent > 0) { k += sent; continue; }
+        while (k < m) {
+            int sent = sendmmsg(fd, gmsg + k, (unsigned)(m - k), MSG_DONTWAIT);
+            if (sent > 0) {
+                for (int s = k; s < k + sent; s++)
+                    if (gsegs[s] > 1) { io->gso_sends++; io->gso_segments += gsegs[s]; }
+                k += sent;
+                continue;
+            }
             if (sent < 0 && errno == EINTR) continue;
             if (sent < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS)) {
-                io->send_dropped += n - k;
+                for (int s = k; s < m; s++) io->send_dropped += gsegs[s];
                 break;
             }
-            io->send_errors++;  /* this message failed (e.g. no route): skip it */
+            if (sent < 0 && gsegs[k] > 1 && gso_refusal(fd, errno)) {
+                io->gso_refused++;
+                m = build_messages(gfirst[k], n, 0);
+                k = 0;
+                continue;
+            }
+            io->send_errors += gsegs[k];  /* this message failed (e.g. no route): skip it */
             k++;
         }
     }
@@ -429,7 +581,7 @@ static PyObject *drain_listener(PyObject *mod, PyObject *args) {
     }
     PyObject *misses = PyList_New(0);
     if (misses == NULL) { PyBuffer_Release(&tail); return NULL; }
-    IoCounts io = {0, 0, 0};
+    IoCounts io = {0, 0, 0, 0, 0, 0};
     long answered = 0, forwarded = 0;
     int more = 0;
     for (int round = 0; round < ROUNDS; round++) {
@@ -471,8 +623,9 @@ static PyObject *drain_listener(PyObject *mod, PyObject *args) {
         more = 1;
     }
     PyBuffer_Release(&tail);
-    return Py_BuildValue("(NlllllO)", misses, answered, forwarded, io.recv_errors,
-                         io.send_errors, io.send_dropped, more ? Py_True : Py_False);
+    return Py_BuildValue("(NllllllllO)", misses, answered, forwarded, io.recv_errors,
+                         io.send_errors, io.send_dropped, io.gso_sends, io.gso_segments,
+                         io.gso_refused, more ? Py_True : Py_False);
 }
 
 static int append_relay_miss(PyObject *misses, int fd, const uint8_t *d, size_t n,
@@ -495,7 +648,7 @@ static PyObject *drain_relays(PyObject *mod, PyObject *args) {
         return NULL;
     PyObject *misses = PyList_New(0);
     if (misses == NULL) return NULL;
-    IoCounts io = {0, 0, 0};
+    IoCounts io = {0, 0, 0, 0, 0, 0};
     long forwarded = 0;
     int more = 0, used = 0, count = 0;
     Py_ssize_t nfds = PyList_GET_SIZE(fds);
@@ -530,8 +683,9 @@ static PyObject *drain_relays(PyObject *mod, PyObject *args) {
         if (taken >= BATCH) more = 1;
     }
     flush_sends(count, &io);
-    return Py_BuildValue("(NllllO)", misses, forwarded, io.recv_errors, io.send_errors,
-                         io.send_dropped, more ? Py_True : Py_False);
+    return Py_BuildValue("(NlllllllO)", misses, forwarded, io.recv_errors, io.send_errors,
+                         io.send_dropped, io.gso_sends, io.gso_segments, io.gso_refused,
+                         more ? Py_True : Py_False);
 }
 
 /* ---- single-datagram entry points (differential tests and the fuzzer) ------------- */
@@ -613,6 +767,24 @@ static PyObject *relay_decision(PyObject *mod, PyObject *args) {
     return result;
 }
 
+static PyObject *set_gso(PyObject *mod, PyObject *arg) {
+    int on = PyObject_IsTrue(arg);
+    if (on < 0) return NULL;
+    memset(gso_refused_fd, 0, sizeof gso_refused_fd);
+    gso_state = on && gso_kernel_supports() ? GSO_ON : GSO_OFF;
+    return PyBool_FromLong(gso_state == GSO_ON);
+}
+
+static PyObject *gso_enabled(PyObject *mod, PyObject *arg) {
+    long fd = PyLong_AsLong(arg);
+    if (fd == -1 && PyErr_Occurred()) return NULL;
+    if (fd < 0 || fd > INT_MAX) {
+        PyErr_SetString(PyExc_ValueError, "not a file descriptor");
+        return NULL;
+    }
+    return PyBool_FromLong(gso_allowed((int)fd));
+}
+
 static PyObject *route_key(PyObject *mod, PyObject *args) {
     int fd; const char *host; unsigned port, channel;
     if (!PyArg_ParseTuple(args, "isII", &fd, &host, &port, &channel)) return NULL;
@@ -692,10 +864,10 @@ static PyMethodDef methods[] = {
      "send_datagrams(fd, [(data, (host, port)), ...]) -> (sent, send_errors, send_dropped)"},
     {"drain_listener", drain_listener, METH_VARARGS,
      "drain_listener(fd, tail, mapped, routes, now) -> (misses, answered, forwarded, "
-     "recv_errors, send_errors, send_dropped, more)"},
+     "recv_errors, send_errors, send_dropped, gso_sends, gso_segments, gso_refused, more)"},
     {"drain_relays", drain_relays, METH_VARARGS,
      "drain_relays(fds, routes, now) -> (misses as (fd, data, peer), forwarded, "
-     "recv_errors, send_errors, send_dropped, more)"},
+     "recv_errors, send_errors, send_dropped, gso_sends, gso_segments, gso_refused, more)"},
     {"binding_answer", binding_answer, METH_VARARGS,
      "binding_answer(data, host, port, tail, mapped) -> bytes | None"},
     {"listener_decision", listener_decision, METH_VARARGS,
@@ -703,6 +875,11 @@ static PyMethodDef methods[] = {
     {"relay_decision", relay_decision, METH_VARARGS,
      "relay_decision(data, host, port, routes, fd, now) -> bytes | None"},
     {"route_key", route_key, METH_VARARGS, "route_key(fd, host, port, channel) -> bytes"},
+    {"set_gso", set_gso, METH_O,
+     "set_gso(on) -> bool: use UDP GSO for runs to one destination (if the kernel has "
+     "UDP_SEGMENT), forgetting earlier refusals; whether it is on"},
+    {"gso_enabled", gso_enabled, METH_O,
+     "gso_enabled(fd) -> bool: whether sends from this socket may use UDP GSO"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -721,7 +898,9 @@ PyMODINIT_FUNC PyInit__fastpath(void) {
     if (PyModule_AddObject(m, "Route", (PyObject *)&RouteType) < 0
         || PyModule_AddIntConstant(m, "BATCH", BATCH) < 0
         || PyModule_AddIntConstant(m, "ROUNDS", ROUNDS) < 0
-        || PyModule_AddIntConstant(m, "MAX_TAIL", MAX_TAIL) < 0) {
+        || PyModule_AddIntConstant(m, "MAX_TAIL", MAX_TAIL) < 0
+        || PyModule_AddIntConstant(m, "GSO_MAX_SEGMENTS", GSO_MAX_SEGMENTS) < 0
+        || PyModule_AddIntConstant(m, "GSO_MIN_RUN", GSO_MIN_RUN) < 0) {
         Py_DECREF(&RouteType); Py_DECREF(m);
         return NULL;
     }

@@ -3,6 +3,8 @@
 BATCH: int
 ROUNDS: int
 MAX_TAIL: int
+GSO_MAX_SEGMENTS: int
+GSO_MIN_RUN: int
 
 class Route:
     fd: int
@@ -14,10 +16,14 @@ class Route:
 
 def drain_listener(
     fd: int, tail: bytes, mapped: bool, routes: dict[bytes, Route], now: float, /
-) -> tuple[list[tuple[bytes, tuple[str, int]]], int, int, int, int, int, bool]: ...
+) -> tuple[
+    list[tuple[bytes, tuple[str, int]]], int, int, int, int, int, int, int, int, bool
+]: ...
 def drain_relays(
     fds: list[int], routes: dict[bytes, Route], now: float, /
-) -> tuple[list[tuple[int, bytes, tuple[str, int]]], int, int, int, int, bool]: ...
+) -> tuple[
+    list[tuple[int, bytes, tuple[str, int]]], int, int, int, int, int, int, int, bool
+]: ...
 def binding_answer(
     data: bytes, host: str, port: int, tail: bytes, mapped: bool, /
 ) -> bytes | None: ...
@@ -32,3 +38,5 @@ def send_datagrams(
     fd: int, items: list[tuple[bytes, tuple[str, int]]], /
 ) -> tuple[int, int, int]: ...
 def route_key(fd: int, host: str, port: int, channel: int, /) -> bytes: ...
+def set_gso(on: bool, /) -> bool: ...
+def gso_enabled(fd: int, /) -> bool: ...

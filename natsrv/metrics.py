@@ -168,6 +168,20 @@ class Collector(_CollectorBase):
         volume.add_metric(["to_peer"], to_peer_bytes)
         volume.add_metric(["to_client"], to_client_bytes)
         yield volume
+        yield CounterMetricFamily(
+            "natsrv_udp_gso_sends", "Sends on the native data path that carried a run of "
+            "datagrams to one destination as one UDP GSO (UDP_SEGMENT) super-datagram",
+            value=counters.get("udp_gso_sends", 0),
+        )  # fmt: skip
+        yield CounterMetricFamily(
+            "natsrv_udp_gso_datagrams", "Datagrams carried by UDP GSO sends (the kernel cuts "
+            "each super-datagram back into them)", value=counters.get("udp_gso_segments", 0),
+        )  # fmt: skip
+        yield CounterMetricFamily(
+            "natsrv_udp_gso_refusals", "UDP GSO sends the kernel refused (sent again one "
+            "datagram at a time; GSO then stays off for that socket, or for the process when "
+            "the device or kernel cannot)", value=counters.get("udp_gso_refused", 0),
+        )  # fmt: skip
         dropped = CounterMetricFamily(
             "natsrv_dropped_datagrams", "Datagrams and messages dropped, by reason",
             labels=["reason"],

@@ -2,7 +2,9 @@
 data path").
 
 ``natsrv._fastpath`` (``natsrv/_fastpath.c``) is built by ``pip install`` when a C
-compiler and the Python headers are there; ``NATSRV_PURE_PYTHON=1`` turns it off. This
+compiler and the Python headers are there; ``NATSRV_PURE_PYTHON=1`` turns it off, and
+``NATSRV_NO_GSO=1`` keeps it but turns off its UDP GSO (runs of datagrams to one
+destination sent as one ``UDP_SEGMENT`` super-datagram). This
 module loads it and gives the core its :class:`NativeForwarding` table: the core's
 decisions (``core/forwarding.py``) turned into the native routing table, whose keys
 are (socket, address, channel) and whose routes name the socket to send from.
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import MutableMapping
 from types import ModuleType
 from typing import TYPE_CHECKING
 
@@ -23,12 +26,17 @@ if TYPE_CHECKING:
     from .shell import Shell
 
 PURE_PYTHON_VARIABLE = "NATSRV_PURE_PYTHON"
+NO_GSO_VARIABLE = "NATSRV_NO_GSO"
 log = logging.getLogger("natsrv.fastpath")
+
+
+def _turned_on(variable: str) -> bool:
+    return os.environ.get(variable, "") not in ("", "0")
 
 
 def native_module() -> ModuleType | None:
     """``natsrv._fastpath`` if it is built and not turned off, else None."""
-    if os.environ.get(PURE_PYTHON_VARIABLE, "") not in ("", "0"):
+    if _turned_on(PURE_PYTHON_VARIABLE):
         return None
     try:
         from .. import _fastpath
@@ -37,13 +45,19 @@ def native_module() -> ModuleType | None:
     return _fastpath
 
 
-def describe(native: ModuleType | None) -> str:
-    """The one log line that says which data path runs."""
+def describe(native: ModuleType | None, gso: bool) -> str:
+    """The one log line that says which data path runs (and, native, whether with GSO)."""
     if native is not None:
+        if gso:
+            segments = "UDP GSO for runs to one destination"
+        elif _turned_on(NO_GSO_VARIABLE):
+            segments = "no UDP GSO: turned off by " + NO_GSO_VARIABLE
+        else:
+            segments = "no UDP GSO: this kernel has no UDP_SEGMENT"
         return (f"data path: native (natsrv._fastpath: recvmmsg/sendmmsg batches of "
-                f"{native.BATCH}, plain Binding and table forwarding in C)")  # fmt: skip
-    reason = ("turned off by " + PURE_PYTHON_VARIABLE
-              if os.environ.get(PURE_PYTHON_VARIABLE, "") not in ("", "0")
+                f"{native.BATCH}, {segments}, plain Binding and table forwarding in "
+                f"C)")  # fmt: skip
+    reason = ("turned off by " + PURE_PYTHON_VARIABLE if _turned_on(PURE_PYTHON_VARIABLE)
               else "natsrv._fastpath is not built")  # fmt: skip
     return f"data path: pure Python ({reason})"
 
@@ -53,7 +67,8 @@ def install(shell: Shell) -> None:
     the native one, the listeners and relay reader drain through it and the TURN core
     gets the forwarding table."""
     native = native_module()
-    log.info("%s", describe(native))
+    gso = native is not None and native.set_gso(not _turned_on(NO_GSO_VARIABLE))
+    log.info("%s", describe(native, gso))
     shell.native = native
     turn = shell.server.turn
     if native is not None and turn is not None:
@@ -157,4 +172,24 @@ class NativeForwarding:
         return out[0], out[1], out[2], out[3]
 
 
-__all__ = ["PURE_PYTHON_VARIABLE", "NativeForwarding", "describe", "install", "native_module"]
+def count_io(
+    counters: MutableMapping[str, int], recv_key: str, recv_errors: int, send_errors: int,
+    dropped: int, gso_sends: int, gso_segments: int, gso_refused: int,
+) -> None:
+    """Add what one native drain call counted to the shell's counters (metrics.py)."""
+    counters[recv_key] += recv_errors
+    counters["udp_send_errors"] += send_errors
+    counters["udp_send_dropped"] += dropped
+    counters["udp_gso_sends"] += gso_sends
+    counters["udp_gso_segments"] += gso_segments
+    if gso_refused:
+        if not counters["udp_gso_refused"]:  # once: a refusal per socket is possible
+            log.warning("the kernel refused a UDP GSO send: that socket's datagrams (all of "
+                        "them, if the device cannot) go one by one from now on")  # fmt: skip
+        counters["udp_gso_refused"] += gso_refused
+
+
+__all__ = [
+    "NO_GSO_VARIABLE", "PURE_PYTHON_VARIABLE", "NativeForwarding", "count_io", "describe",
+    "install", "native_module",
+]  # fmt: skip

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from .fastpath import count_io
 from .udp import RECV_SIZE
 
 if TYPE_CHECKING:
@@ -207,13 +208,11 @@ async def _read_relays_native(shell: Shell) -> None:
         if not events:
             continue
         now = clock()
-        misses, _, recv_errors, send_errors, dropped, _ = drain(
-            [fd for fd, _ in events if fd in by_fd], routes, now
-        )
-        if recv_errors or send_errors or dropped:
-            counters["relay_recv_errors"] += recv_errors
-            counters["udp_send_errors"] += send_errors
-            counters["udp_send_dropped"] += dropped
+        (misses, _, recv_errors, send_errors, dropped, gso_sends, gso_segments, gso_refused,
+         _) = drain([fd for fd, _ in events if fd in by_fd], routes, now)  # fmt: skip
+        if recv_errors or send_errors or dropped or gso_sends or gso_refused:
+            count_io(counters, "relay_recv_errors", recv_errors, send_errors, dropped,
+                     gso_sends, gso_segments, gso_refused)  # fmt: skip
         for fd, data, peer in misses:
             entry = by_fd.get(fd)
             if entry is None:

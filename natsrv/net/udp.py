@@ -17,6 +17,7 @@ from collections.abc import MutableMapping
 import trio
 
 from ..core.effects import SendToClient
+from .fastpath import count_io
 from .shell import Shell, count_send_failure
 
 log = logging.getLogger("natsrv.udp")
@@ -150,16 +151,14 @@ async def _serve_udp_native(sock: socket.socket, shell: Shell) -> bool:
         else:
             await wait_readable(sock)
         now = clock()
-        misses, answered, _, recv_errors, send_errors, dropped, more = drain(
-            fd, tail, mapped, routes, now
-        )
+        (misses, answered, _, recv_errors, send_errors, dropped, gso_sends, gso_segments,
+         gso_refused, more) = drain(fd, tail, mapped, routes, now)  # fmt: skip
         busy = more or answered > 0 or len(misses) > 0
         if answered:
             plain_answers[_UDP] += answered
-        if recv_errors or send_errors or dropped:
-            counters["udp_recv_errors"] += recv_errors
-            counters["udp_send_errors"] += send_errors
-            counters["udp_send_dropped"] += dropped
+        if recv_errors or send_errors or dropped or gso_sends or gso_refused:
+            count_io(counters, "udp_recv_errors", recv_errors, send_errors, dropped,
+                     gso_sends, gso_segments, gso_refused)  # fmt: skip
         if not misses:
             continue
         # What the core answers from this listener leaves in one send_datagrams call
