@@ -83,9 +83,7 @@ async def serve_udp(sock: socket.socket, shell: Shell) -> None:
             try:
                 effects = receive(data, (_UDP, src, local), now)
             except Exception:  # a bug must cost one datagram, never the listener
-                counters["handler_errors"] += 1
-                if counters["handler_errors"] <= 10:
-                    log.exception("error handling a datagram from %s", src)
+                _handler_error(counters, src)
                 continue
             for effect in effects:
                 if type(effect) is SendToClient:
@@ -168,9 +166,7 @@ async def _serve_udp_native(sock: socket.socket, shell: Shell) -> bool:
             try:
                 effects = receive(data, (_UDP, src, local), now)
             except Exception:  # a bug must cost one datagram, never the listener
-                counters["handler_errors"] += 1
-                if counters["handler_errors"] <= 10:
-                    log.exception("error handling a datagram from %s", src)
+                _handler_error(counters, src)
                 continue
             for effect in effects:
                 if type(effect) is SendToClient:
@@ -184,6 +180,14 @@ async def _serve_udp_native(sock: socket.socket, shell: Shell) -> bool:
             if send_errors or dropped:
                 counters["udp_send_errors"] += send_errors
                 counters["udp_send_dropped"] += dropped
+
+
+def _handler_error(counters: MutableMapping[str, int], src: Address) -> None:
+    """Count (and log, the first ten times) a bug ``Server.receive`` raised for ``src``;
+    called from the ``except`` of a listener loop, so the traceback is the one raised."""
+    counters["handler_errors"] += 1
+    if counters["handler_errors"] <= 10:
+        log.exception("error handling a datagram from %s", src)
 
 
 async def _send_when_writable(
